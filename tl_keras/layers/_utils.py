@@ -1,0 +1,47 @@
+"""Small helpers shared by the layers (backend-agnostic, `keras.ops` only)."""
+
+import math
+
+from keras import ops
+
+LAYER_NORM_EPSILON = 1e-6  # Flax default; decides numerical equality with the reference.
+
+
+def dim(x, axis):
+    """Static size of `x` along `axis` if known, else a dynamic scalar tensor."""
+    static = x.shape[axis]
+    if static is not None:
+        return static
+    return ops.shape(x)[axis]
+
+
+def check_positive_int(value, name, owner):
+    """Raises a ValueError naming `name` unless `value` is an int > 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"{owner}: `{name}` must be a positive integer, got {value!r}."
+        )
+
+
+def check_rate(value, name, owner):
+    """Raises a ValueError naming `name` unless 0 <= value < 1."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{owner}: `{name}` must be a float in [0, 1), got {value!r}.")
+
+
+def square_side(n, owner, what="input"):
+    """Side of a square grid with `n` positions, or a ValueError that says why not."""
+    side = int(round(math.sqrt(n))) if n is not None else None
+    if side is None or side * side != n:
+        raise ValueError(
+            f"{owner}: a 3-D {what} [B, N, C] needs a square number of positions N "
+            f"or an explicit `spatial_shape=(H, W)`; got N={n}."
+        )
+    return side
+
+
+def ensure_built(layer, *shapes):
+    """Builds `layer` from input shapes when a public helper is used before any call."""
+    if not layer.built:
+        layer.build(*[tuple(s) for s in shapes])
+        layer.built = True
