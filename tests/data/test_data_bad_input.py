@@ -1,0 +1,199 @@
+"""Bad input: each case is skipped and counted (on_error="skip") or raises naming the file and
+the reason (on_error="raise"); the good examples around it are all delivered."""
+
+import logging
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tl_keras import data
+
+NUM_CLASSES = 5
+
+
+def read(path_or_paths, *, on_error="skip", split="validation", **kwargs):
+    args = dict(
+        num_classes=NUM_CLASSES,
+        num_frames=4,
+        stride=1,
+        crop_size=16,
+        min_resize=24,
+        batch_size=3,
+        split=split,
+        on_error=on_error,
+    )
+    args.update(kwargs)
+    return data.video_dataset(path_or_paths, **args)
+
+
+def labels_of(ds):
+    return sorted(int(i) for _, y in ds for i in np.argmax(y.numpy(), axis=1))
+
+
+def huge_header(jpeg: bytes, height=60000, width=60000) -> bytes:
+    """The same JPEG with its SOF0 header claiming `height x width` pixels."""
+    i = jpeg.index(b"\xff\xc0")
+    return jpeg[: i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[i + 9 :]
+
+
+@pytest.fixture
+def good_file(records):
+    """A file of 3 good examples with labels 0, 1, 2."""
+    return records.write("good.tfrecord", [records.record(labels=(k,)) for k in range(3)])
+
+
+def bad_records(records):
+    """Builders for each bad-record case: name -> (serialized record, expected reason key)."""
+    jpegs = records.jpegs(np.full((4, 24, 32, 3), 100, np.uint8))
+    no_label = records.record(labels=())
+    return {
+        "garbage_jpeg": (
+            records.record(jpegs[:2] + [b"\xff\xd8not a jpeg"] + jpegs[3:], labels=(4,)),
+            "corrupt_jpeg",
+        ),
+        "truncated_jpeg": (
+            records.record(jpegs[:1] + [jpegs[1][: len(jpegs[1]) // 2]] + jpegs[2:], labels=(4,)),
+            "corrupt_jpeg",
+        ),
+        "no_frames": (records.record([], labels=(4,)), "no_frames"),
+        "missing_label_key": (no_label, "missing_label"),
+        "label_too_big": (records.record(labels=(NUM_CLASSES,)), "label_out_of_range"),
+        "label_negative": (records.record(labels=(-1,)), "label_out_of_range"),
+        "one_of_two_labels_bad": (records.record(labels=(1, 7)), "label_out_of_range"),
+        "huge_jpeg_header": (
+            records.record([huge_header(j) for j in jpegs], labels=(4,)),
+            "too_many_pixels",
+        ),
+        "not_a_proto": (b"\x0a\xff\xff\xff\xff garbage", "malformed_record"),
+    }
+
+
+CASES = [
+    "garbage_jpeg",
+    "truncated_jpeg",
+    "no_frames",
+    "missing_label_key",
+    "label_too_big",
+    "label_negative",
+    "one_of_two_labels_bad",
+    "huge_jpeg_header",
+    "not_a_proto",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_record_is_skipped_counted_and_logged(records, good_file, case, capfd):
+    record, reason = bad_records(records)[case]
+    bad = records.write(
+        "bad.tfrecord", [records.record(labels=(3,)), record, records.record(labels=(4,))]
+    )
+    ds = read([good_file, bad])
+    assert labels_of(ds) == [0, 1, 2, 3, 4]  # everything but the bad example
+    assert ds.error_counter.counts() == {reason: 1}
+    assert ds.error_counter.files() == {bad: 1}
+    err = capfd.readouterr().err
+    assert f"record 1 of file {bad}" in err and "skipped bad input" in err
+    assert "end of a pass over the data; skipped 1 bad examples so far" in err
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_record_raises_naming_file_and_reason(records, good_file, case):
+    record, reason = bad_records(records)[case]
+    bad = records.write("bad.tfrecord", [record])
+    message = data.errors.REASONS[getattr(data.Status, reason.upper())][1]
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        labels_of(read([good_file, bad], on_error="raise"))
+    assert f"record 0 of file {bad}" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_bad_records_are_also_caught_in_the_training_split(records, good_file):
+    bad = records.write("bad.tfrecord", [r for r, _ in bad_records(records).values()])
+    ds = read([good_file, bad], split="train", repeat=False, batch_size=1, seed=0)
+    assert labels_of(ds) == [0, 1, 2]
+    assert ds.error_counter.total == len(CASES)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte"])
+def test_damaged_tfrecord_keeps_records_before_the_damage(records, good_file, damage, capfd):
+    path = records.write(
+        "damaged.tfrecord", [records.record(labels=(k % NUM_CLASSES,)) for k in range(5)]
+    )
+    sizes = [len(r) + 16 for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    blob = bytearray(open(path, "rb").read())
+    cut = sum(sizes[:3]) + sizes[3] // 2  # inside the 4th record
+    if damage == "truncate":
+        blob = blob[:cut]
+    else:
+        blob[cut] ^= 0xFF
+    open(path, "wb").write(bytes(blob))
+    ds = read([good_file, path])
+    assert labels_of(ds) == [0, 0, 1, 1, 2, 2]  # good 0,1,2 + damaged file's first three
+    assert ds.error_counter.counts() == {"truncated_file": 1}
+    assert ds.error_counter.files() == {path: 1}
+    assert f"of file {path}: truncated or corrupt TFRecord file" in capfd.readouterr().err
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="truncated or corrupt TFRecord"
+    ) as err:
+        labels_of(read([good_file, path], on_error="raise"))
+    assert path in str(err.value)
+
+
+def test_absurd_number_of_frames_decodes_only_the_sampled_ones(records):
+    # 20000 frames, all garbage except the 4 of the middle clip: decoding any other frame
+    # would fail; the example must come through, quickly.
+    n, t = 20_000, 4
+    good = records.jpegs(np.full((1, 24, 32, 3), 77, np.uint8))[0]
+    middle = (n - t) // 2
+    frames = [good if middle <= i < middle + t else b"x" for i in range(n)]
+    path = records.write("long.tfrecord", [records.record(frames, labels=(2,))])
+    start = time.perf_counter()
+    ds = read(path)
+    assert labels_of(ds) == [2]
+    assert ds.error_counter.total == 0
+    # Training split: random clip of a 20000-frame video of valid frames.
+    long_valid = records.write("long2.tfrecord", [records.record([good] * n, labels=(1,))])
+    ds = read(long_valid, split="train", repeat=False, batch_size=1, seed=0)
+    assert labels_of(ds) == [1]
+    assert time.perf_counter() - start < 30
+
+
+def test_pixel_limit_is_configurable(records, good_file):
+    # Frames are 24 x 32 = 768 pixels: a 700-pixel limit makes every example bad.
+    ds = read(good_file, max_frame_pixels=700)
+    assert labels_of(ds) == []
+    assert ds.error_counter.counts() == {"too_many_pixels": 3}
+    assert labels_of(read(good_file, max_frame_pixels=768)) == [0, 1, 2]
+
+
+def test_counter_is_shared_reset_and_logged(records, good_file, caplog):
+    counter = data.ErrorCounter()
+    bad = records.write("bad.tfrecord", [records.record(labels=(9,))])
+    for _ in range(2):
+        labels_of(read([good_file, bad], error_counter=counter, log_skipped=False))
+    assert counter.counts() == {"label_out_of_range": 2} and counter.total == 2
+    with caplog.at_level(logging.WARNING, logger="tl_keras.data"):
+        counter.log()
+    assert "skipped 2 bad examples: label_out_of_range=2" in caplog.text
+    counter.reset()
+    assert counter.counts() == {} and counter.total == 0
+
+
+def test_counter_survives_losing_python_references(records, good_file):
+    import gc
+
+    bad = records.write("bad.tfrecord", [records.record(labels=(9,))])
+    ds = read([good_file, bad], log_skipped=False)
+    counter = ds.error_counter
+    ds = ds.map(lambda x, y: (x, y))  # a derived dataset has no error_counter attribute
+    gc.collect()
+    assert labels_of(ds) == [0, 1, 2]
+    assert counter.total == 1
+
+
+def test_empty_file_is_not_an_error(records, good_file):
+    empty = records.write("empty.tfrecord", [])
+    ds = read([good_file, empty])
+    assert labels_of(ds) == [0, 1, 2] and ds.error_counter.total == 0

@@ -1,0 +1,198 @@
+"""tl_keras.data.video_ops: every op eagerly and inside tf.data (Dataset.map)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tl_keras.data import video_ops as ops
+
+
+def both(fn, *args):
+    """Run `fn(*args)` eagerly and inside `Dataset.map`; assert equal; return the result."""
+    eager = tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+    ds = tf.data.Dataset.from_tensors(tuple(tf.convert_to_tensor(a) for a in args)).map(fn)
+    graph = next(iter(ds.as_numpy_iterator()))
+    tf.nest.map_structure(np.testing.assert_array_equal, eager, graph)
+    return eager
+
+
+def seed(i):
+    return tf.constant([i, 7], tf.int64)
+
+
+def over_seeds(fn, x, n):
+    """`fn(x, seed(i))` for i < n, eagerly and in one `Dataset.map`; asserts equal; returns list."""
+    eager = [fn(x, seed(i)).numpy() for i in range(n)]
+    x = tf.convert_to_tensor(x)
+    ds = tf.data.Dataset.range(n).map(lambda i: fn(x, tf.stack([i, tf.constant(7, tf.int64)])))
+    for a, b in zip(eager, ds.as_numpy_iterator(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    return eager
+
+
+def position_frames(t=3, h=10, w=14):
+    """uint8 [T, H, W, 3] with channel 0 = row, 1 = column, 2 = frame index."""
+    y, x = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    frames = np.stack(
+        [
+            np.broadcast_to(y, (t, h, w)),
+            np.broadcast_to(x, (t, h, w)),
+            np.broadcast_to(np.arange(t)[:, None, None], (t, h, w)),
+        ],
+        axis=-1,
+    )
+    return frames.astype(np.uint8)
+
+
+# -- temporal sampling ---------------------------------------------------------------------------
+
+
+def test_clip_indices_steps_by_stride_and_loops_a_short_video():
+    out = both(lambda n, o: ops.clip_indices(n, 4, 2, o), 5, 0)
+    np.testing.assert_array_equal(out, [0, 2, 4, 1])
+
+
+def test_random_clip_indices_offsets_cover_the_valid_range():
+    n, t, stride = 40, 5, 3  # span 13 -> offsets 0..27
+    starts = set()
+    for idx in over_seeds(lambda n_, s: ops.random_clip_indices(n_, t, stride, s), n, 200):
+        np.testing.assert_array_equal(np.diff(idx), stride)
+        assert 0 <= idx[0] and idx[-1] < n
+        starts.add(int(idx[0]))
+    assert min(starts) == 0 and max(starts) == 27
+    assert len(starts) > 20  # spread over the range, not stuck
+
+
+def test_random_clip_indices_same_seed_same_clip_and_short_video_loops():
+    a = ops.random_clip_indices(100, 8, 2, seed(3)).numpy()
+    b = ops.random_clip_indices(100, 8, 2, seed(3)).numpy()
+    np.testing.assert_array_equal(a, b)
+    short = both(lambda n, s: ops.random_clip_indices(n, 8, 1, s), 5, seed(1))
+    np.testing.assert_array_equal(short, [0, 1, 2, 3, 4, 0, 1, 2])
+
+
+def test_middle_clip_indices():
+    # 20 frames, clip of 4 every 2 spans 7 frames: offsets 0..13, middle 6.
+    np.testing.assert_array_equal(
+        both(lambda n: ops.middle_clip_indices(n, 4, 2), 20), [6, 8, 10, 12]
+    )
+
+
+def test_linspace_clip_indices_first_to_last_offset():
+    out = both(lambda n: ops.linspace_clip_indices(n, 4, 2, 3), 21)  # offsets 0..14
+    np.testing.assert_array_equal(out, [[0, 2, 4, 6], [7, 9, 11, 13], [14, 16, 18, 20]])
+    one = both(lambda n: ops.linspace_clip_indices(n, 4, 2, 1), 21)
+    np.testing.assert_array_equal(one, [[7, 9, 11, 13]])
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jpegs():
+    frames = np.stack([np.full((24, 32, 3), 40 * (i + 1), np.uint8) for i in range(3)])
+    frames[:, 5:9, 20:30] = 250  # a bright patch to check crop windows
+    return frames, tf.constant([tf.io.encode_jpeg(f, quality=100).numpy() for f in frames])
+
+
+def test_jpeg_frame_shapes_reads_headers(jpegs):
+    _, encoded = jpegs
+    np.testing.assert_array_equal(both(ops.jpeg_frame_shapes, encoded), [[24, 32, 3]] * 3)
+
+
+def test_decode_jpeg_frames(jpegs):
+    frames, encoded = jpegs
+    out = both(ops.decode_jpeg_frames, encoded)
+    assert out.shape == (3, 24, 32, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - frames).mean() < 2
+
+
+def test_decode_and_crop_jpeg_frames_equals_decode_then_crop(jpegs):
+    _, encoded = jpegs
+    window = tf.constant([4, 18, 8, 12])
+    out = both(ops.decode_and_crop_jpeg_frames, encoded, window)
+    full = ops.decode_jpeg_frames(encoded).numpy()
+    assert out.shape == (3, 8, 12, 3)
+    assert np.abs(out.astype(int) - full[:, 4:12, 18:30]).max() <= 3
+
+
+# -- spatial ops ---------------------------------------------------------------------------------
+
+
+def test_resize_smallest_landscape_portrait_and_noop():
+    land = np.zeros((2, 24, 32, 3), np.uint8)
+    assert both(lambda f: ops.resize_smallest(f, 12), land).shape == (2, 12, 16, 3)
+    port = np.zeros((2, 30, 20, 3), np.uint8)
+    assert both(lambda f: ops.resize_smallest(f, 10), port).shape == (2, 15, 10, 3)
+    frames = position_frames()
+    same = both(lambda f: ops.resize_smallest(f, 10), frames)
+    assert same.dtype == np.float32
+    np.testing.assert_array_equal(same, frames.astype(np.float32))
+
+
+def test_random_resize_smallest_stays_in_scale_range_and_above_min_size():
+    frames = np.zeros((1, 20, 30, 3), np.uint8)
+    sides = set()
+    fn = lambda f, s: ops.random_resize_smallest(f, 20, (0.5, 1.5), s, min_size=16)  # noqa: E731
+    for i in range(30):  # output shapes differ, so each seed is its own Dataset.map
+        out = both(fn, frames, seed(i)) if i < 3 else fn(frames, seed(i)).numpy()
+        short = min(out.shape[1:3])
+        assert 16 <= short <= 30
+        assert (
+            out.shape[2] == round(out.shape[1] * 1.5)
+            or abs(out.shape[2] / out.shape[1] - 1.5) < 0.05
+        )
+        sides.add(short)
+    assert len(sides) > 5
+
+
+def test_random_crop_same_window_in_every_frame():
+    frames = position_frames(t=3, h=10, w=14)
+    offsets = set()
+    for out in over_seeds(lambda f, s: ops.random_crop(f, 6, s), frames, 20):
+        assert out.shape == (3, 6, 6, 3)
+        y0, x0 = int(out[0, 0, 0, 0]), int(out[0, 0, 0, 1])
+        np.testing.assert_array_equal(out, frames[:, y0 : y0 + 6, x0 : x0 + 6])
+        offsets.add((y0, x0))
+    assert len(offsets) > 5
+
+
+def test_random_flip_left_right_flips_whole_clip_sometimes():
+    frames = position_frames()
+    flipped = 0
+    for out in over_seeds(ops.random_flip_left_right, frames, 40):
+        if np.array_equal(out, frames[:, :, ::-1]):
+            flipped += 1
+        else:
+            np.testing.assert_array_equal(out, frames)
+    assert 8 <= flipped <= 32
+
+
+def test_center_crop():
+    frames = position_frames(h=10, w=14)
+    out = both(lambda f: ops.center_crop(f, 6), frames)
+    np.testing.assert_array_equal(out, frames[:, 2:8, 4:10])
+
+
+def test_three_crops_along_the_longer_side():
+    land = position_frames(h=10, w=16)
+    out = both(lambda f: ops.three_crops(f, 10), land)
+    assert out.shape == (3, 3, 10, 10, 3)
+    for view, x0 in zip(out, (0, 3, 6)):
+        np.testing.assert_array_equal(view, land[:, :, x0 : x0 + 10])
+    port = position_frames(h=16, w=10)
+    out = both(lambda f: ops.three_crops(f, 8), port)
+    for view, y0 in zip(out, (0, 4, 8)):
+        np.testing.assert_array_equal(view, port[:, y0 : y0 + 8, 1:9])
+
+
+def test_normalize_ranges():
+    x = np.array([[0, 255, 51]], np.uint8).reshape(1, 1, 1, 3)
+    np.testing.assert_allclose(
+        both(ops.normalize, x).ravel(), [-1.0, 1.0, 51 / 127.5 - 1], rtol=1e-6
+    )
+    mean, std = (0.5, 0.5, 0.2), (0.5, 0.25, 0.1)
+    out = both(lambda v: ops.normalize(v, mean, std), x).ravel()
+    np.testing.assert_allclose(
+        out, [(0 - 0.5) / 0.5, (1 - 0.5) / 0.25, (0.2 - 0.2) / 0.1], atol=1e-6
+    )

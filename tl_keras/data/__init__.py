@@ -1,0 +1,44 @@
+"""tl_keras.data: video and image input pipelines, the TFRecord writer, a built-in dataset.
+
+TensorFlow only (`tf.data`, `tf.io`, `tf.image`); knows nothing of models or the trainer.
+
+>>> from tl_keras import data
+>>> info = data.synthetic.make_dataset("single")
+>>> ds = data.video_dataset(info.train_pattern, **info.dataset_kwargs("train"), batch_size=8)
+>>> ds = data.video_dataset("gs://b/k400/train@1024", dataset="kinetics400", batch_size=64)
+"""
+
+from tl_keras.data import synthetic, video_ops, writer
+from tl_keras.data.datasets import DatasetInfo, get_dataset_info, list_datasets, register_dataset
+from tl_keras.data.decoders import ImageDecoder, VideoDecoder
+from tl_keras.data.errors import ErrorCounter, Status
+from tl_keras.data.parsers import DEFAULT_MAX_FRAME_PIXELS, ImageParser, VideoParser
+from tl_keras.data.pipeline import (
+    expand_file_pattern,
+    image_dataset,
+    shard_filenames,
+    video_dataset,
+)
+from tl_keras.data.synthetic import SyntheticInfo
+
+__all__ = [
+    "video_dataset",
+    "image_dataset",
+    "expand_file_pattern",
+    "shard_filenames",
+    "DatasetInfo",
+    "get_dataset_info",
+    "list_datasets",
+    "register_dataset",
+    "VideoDecoder",
+    "ImageDecoder",
+    "VideoParser",
+    "ImageParser",
+    "DEFAULT_MAX_FRAME_PIXELS",
+    "ErrorCounter",
+    "Status",
+    "synthetic",
+    "SyntheticInfo",
+    "video_ops",
+    "writer",
+]

@@ -1,0 +1,636 @@
+"""`video_dataset` and `image_dataset`: files -> batched, augmented `tf.data` pipelines.
+
+Stages (video):
+
+1. `file_pattern` -> sorted file list (globs, comma lists, `name@N` shard specs, local or
+   `gs://`); with an `input_context` each input pipeline keeps every N-th file.
+2. Records: parallel interleave over files. Each file is read with `ignore_errors`, so a
+   truncated or corrupt file keeps every record before the damage; the bytes read are compared
+   with the file size and a damaged file yields one extra "truncated file" example.
+3. Shuffle records, mark the end of the pass, repeat (train); attach a per-example random
+   seed (`Dataset.random`) so augmentation is reproducible with `seed=` and differs between
+   epochs. Repeating records (not parsed clips) keeps the parallel stages busy across epochs.
+4. Per example, in parallel: decode the proto, validate, sample frame indices, check the kept
+   JPEG headers, decode only the kept frames, augment. Failures TensorFlow can only raise
+   (a malformed proto, an undecodable JPEG) are caught per example and become a status.
+5. Bad examples: counted and dropped (`on_error="skip"`), or an error naming the file, the
+   record and the reason (`on_error="raise"`). Totals are printed at the end of each pass and
+   kept in `dataset.error_counter` (an `ErrorCounter`).
+6. Batch, prefetch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import re
+from typing import Sequence
+
+import tensorflow as tf
+
+from tl_keras.data.datasets import get_dataset_info
+from tl_keras.data.decoders import ImageDecoder, VideoDecoder
+from tl_keras.data.errors import ErrorCounter, Status, bad_example_message, print_line
+from tl_keras.data.parsers import DEFAULT_MAX_FRAME_PIXELS, ImageParser, VideoParser
+
+__all__ = ["video_dataset", "image_dataset", "expand_file_pattern", "shard_filenames"]
+
+logger = logging.getLogger("tl_keras.data")
+
+AUTOTUNE = tf.data.AUTOTUNE
+_GLOB_CHARS = ("*", "?", "[")
+_SHARD_SPEC = re.compile(r"^(?P<name>.+)@(?P<num>\d+)$")
+_RECORD_OVERHEAD = 16  # TFRecord framing: uint64 length + 2 x uint32 CRC per record
+
+
+# --------------------------------------------------------------------------------------------
+# File patterns.
+# --------------------------------------------------------------------------------------------
+
+
+def shard_filenames(name: str, num_shards: int) -> list[str]:
+    """`name-00000-of-00004` ... for `num_shards` shards (the `name@4` convention)."""
+    return [f"{name}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+
+
+def _pattern_parts(file_pattern) -> list[str]:
+    if isinstance(file_pattern, (list, tuple)):
+        parts = [str(p) for p in file_pattern]
+    elif file_pattern is None:
+        parts = []
+    else:
+        parts = str(file_pattern).split(",")
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+def expand_file_pattern(file_pattern: str | Sequence[str]) -> list[str]:
+    """Expand globs, comma-separated lists and `name@N` shard specs into a file list.
+
+    Globs are sorted; the order of comma-separated parts is kept; duplicates are dropped.
+    Raises `ValueError` for an empty pattern or a glob that matches nothing and
+    `FileNotFoundError` for a named file or shard that does not exist; both name the pattern.
+    """
+    parts = _pattern_parts(file_pattern)
+    if not parts:
+        raise ValueError(
+            f"file_pattern={file_pattern!r} is empty: give a path, a glob, a "
+            "comma-separated list or a name@N shard spec"
+        )
+    files: list[str] = []
+    for part in parts:
+        match = _SHARD_SPEC.match(part)
+        if match:
+            num = int(match.group("num"))
+            if num < 1:
+                raise ValueError(f"file_pattern={file_pattern!r}: shard spec {part!r} needs N >= 1")
+            names = shard_filenames(match.group("name"), num)
+            missing = [n for n, ok in zip(names, _parallel(tf.io.gfile.exists, names)) if not ok]
+            if missing:
+                raise FileNotFoundError(
+                    f"file_pattern={file_pattern!r}: {len(missing)} of the {num} shards of "
+                    f"{part!r} do not exist, e.g. {missing[0]!r}"
+                )
+            files.extend(names)
+        elif any(c in part for c in _GLOB_CHARS):
+            matched = sorted(tf.io.gfile.glob(part))
+            if not matched:
+                raise ValueError(f"file_pattern={file_pattern!r}: {part!r} matched no files")
+            files.extend(matched)
+        else:
+            if not tf.io.gfile.exists(part):
+                raise FileNotFoundError(
+                    f"file_pattern={file_pattern!r}: file {part!r} does not exist"
+                )
+            files.append(part)
+    return list(dict.fromkeys(files))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return int(tf.io.gfile.stat(path).length)
+    except (tf.errors.OpError, OSError):
+        return -1
+
+
+def _parallel(fn, items: Sequence[str]) -> list:
+    """`[fn(x) for x in items]` on a thread pool: one request each on GCS, so overlap them."""
+    if len(items) <= 4:
+        return [fn(x) for x in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(fn, items))
+
+
+def _file_sizes(files: Sequence[str]) -> list[int]:
+    """Sizes in bytes (-1 if unknown)."""
+    return _parallel(_file_size, files)
+
+
+# --------------------------------------------------------------------------------------------
+# Records, with truncation detection.
+# --------------------------------------------------------------------------------------------
+
+
+def _read_tfrecord_file(filename, size):
+    """Records of one file as `{record, filename, index, status}`; damage -> one bad element.
+
+    `ignore_errors` makes TFRecordDataset stop at the first damaged record and move on; the
+    records before it are kept. A sentinel after the last record compares the bytes read with
+    the file size (`size < 0`: unknown, not checked).
+    """
+    records = tf.data.TFRecordDataset(filename).ignore_errors()
+    records = records.map(lambda r: (r, False))
+    records = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(""), True)))
+
+    def step(state, item):
+        index, nbytes = state
+        record, is_end = item
+        length = tf.cast(tf.strings.length(record, unit="BYTE"), tf.int64) + _RECORD_OVERHEAD
+        nbytes = nbytes + tf.where(is_end, tf.constant(0, tf.int64), length)
+        complete = tf.logical_or(size < 0, tf.equal(nbytes, size))
+        status = tf.where(
+            is_end, tf.where(complete, Status.END_OF_FILE, Status.TRUNCATED_FILE), Status.OK
+        )
+        element = {"record": record, "filename": filename, "index": index, "status": status}
+        return (index + 1, nbytes), element
+
+    records = records.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
+    return records.filter(lambda e: tf.not_equal(e["status"], Status.END_OF_FILE))
+
+
+def _records(
+    files, *, shuffle: bool, seed, input_context, deterministic: bool, cycle_length: int | None
+):
+    """Interleaved record elements of `files`, sharded for `input_context`."""
+    record_shard = None
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) >= n:
+            files = files[i::n]
+        else:
+            logger.warning(
+                "tl_keras.data: %d files for %d input pipelines: sharding by record instead of "
+                "by file (every pipeline reads every file)",
+                len(files),
+                n,
+            )
+            record_shard = (n, i)
+    sizes = _file_sizes(files)
+    shuffle_files = shuffle and record_shard is None
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(files, tf.string), tf.constant(sizes, tf.int64))
+    )
+    if shuffle_files:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    cycle = min(len(files), cycle_length or 16)
+    ds = ds.interleave(
+        _read_tfrecord_file,
+        cycle_length=cycle,
+        block_length=1,
+        num_parallel_calls=min(cycle, AUTOTUNE if cycle > 1 else 1),
+        deterministic=deterministic or record_shard is not None,
+    )
+    if record_shard is not None:
+        ds = ds.shard(*record_shard)
+    return ds
+
+
+def _shuffled(ds, shuffle: bool, buffer_size: int, seed):
+    return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+
+
+def _with_seeds(ds, *, random: bool, seed, input_context=None):
+    """Add `seed`: int64 `[2]` per element (fresh on every pass), or zeros when not random.
+
+    Each input pipeline gets its own stream, so replicas do not share augmentations.
+    """
+    if seed is not None and input_context is not None:
+        seed = seed * 1_000_003 + input_context.input_pipeline_id
+    if not random:
+        return ds.map(lambda e: {**e, "seed": tf.zeros([2], tf.int64)})
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(ds, seeds).map(lambda e, s: {**e, "seed": s})
+
+
+# --------------------------------------------------------------------------------------------
+# Per-example parsing that turns raised errors into statuses.
+# --------------------------------------------------------------------------------------------
+
+
+def _guarded_parse(ds, *, decode, empty_decoded, parser, deterministic: bool):
+    """Decode + parse every element in parallel; errors become `MALFORMED_RECORD` / `CORRUPT_JPEG`.
+
+    Each example runs in its own one-element dataset with `ignore_errors`, followed by a
+    fallback element carrying the failure status; `take(1)` keeps whichever comes first.
+    """
+
+    def meta(e):
+        return {"filename": e["filename"], "index": e["index"]}
+
+    def one_example(e):
+        single = tf.data.Dataset.from_tensors(e)
+        decoded = single.map(
+            lambda x: {**meta(x), "seed": x["seed"], "status": x["status"], "decoded": decode(x)}
+        ).ignore_errors(log_warning=True)
+        decoded = decoded.concatenate(
+            single.map(
+                lambda x: {
+                    **meta(x),
+                    "seed": x["seed"],
+                    "status": tf.constant(Status.MALFORMED_RECORD),
+                    "decoded": empty_decoded(),
+                }
+            )
+        ).take(1)
+        parsed = decoded.map(
+            lambda d: {**meta(d), **parser.parse(d["decoded"], d["seed"], d["status"])}
+        ).ignore_errors(log_warning=True)
+        return parsed.concatenate(
+            decoded.map(lambda d: {**meta(d), **parser.blank(Status.CORRUPT_JPEG)})
+        ).take(1)
+
+    return ds.interleave(
+        one_example,
+        cycle_length=AUTOTUNE,
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+
+def _pass_end_marker(ds):
+    """Append one `END_OF_PASS` element (same structure as the records) to a pass."""
+
+    def marker(_):
+        e = tf.nest.map_structure(
+            lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype), ds.element_spec
+        )
+        return {**e, "status": tf.constant(Status.END_OF_PASS)}
+
+    return ds.concatenate(tf.data.Dataset.range(1).map(marker))
+
+
+def _check(ds, *, counter: ErrorCounter, on_error: str, log_skipped: bool):
+    """Drop + count bad examples, or raise naming the file and the reason.
+
+    The end-of-pass marker is dropped here, after printing the skip totals if there are any.
+    """
+
+    def pass_end():
+        summary, total = counter.summary_tensor()
+
+        def report():
+            with tf.control_dependencies(
+                [
+                    print_line(
+                        tf.strings.join(
+                            [
+                                "tl_keras.data: end of a pass over the data; skipped ",
+                                tf.strings.as_string(total),
+                                " bad examples so far: ",
+                                summary,
+                            ]
+                        )
+                    )
+                ]
+            ):
+                return tf.constant(False)
+
+        return tf.cond(total > 0, report, lambda: tf.constant(False))
+
+    def check(e):
+        status = e["status"]
+        ok = tf.equal(status, Status.OK)
+        message = bad_example_message(status, e["filename"], e["index"])
+        if on_error == "raise":
+            full = tf.strings.join(
+                [
+                    "tl_keras.data: bad input: ",
+                    message,
+                    ". Pass on_error=skip to drop and count such examples instead.",
+                ]
+            )
+            good = tf.logical_or(ok, tf.equal(status, Status.END_OF_PASS))
+            with tf.control_dependencies([tf.debugging.Assert(good, [full])]):
+                return tf.identity(ok)
+
+        def bad():
+            ops = [counter.record(status, e["filename"])]
+            if log_skipped:
+                ops.append(
+                    print_line(tf.strings.join(["tl_keras.data: skipped bad input: ", message]))
+                )
+            with tf.control_dependencies(ops):
+                return tf.constant(False)
+
+        return tf.cond(
+            ok,
+            lambda: tf.constant(True),
+            lambda: tf.cond(tf.equal(status, Status.END_OF_PASS), pass_end, bad),
+        )
+
+    return ds.filter(check)
+
+
+def _finish(
+    ds,
+    *,
+    batch_size: int,
+    input_context,
+    drop_remainder: bool,
+    deterministic: bool,
+    counter: ErrorCounter,
+):
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    if input_context is not None:
+        # We shard ourselves; stop tf.distribute from sharding again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.with_options(options)
+    ds.error_counter = counter
+    return ds
+
+
+def _check_common(*, on_error, batch_size):
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error={on_error!r}: expected 'skip' or 'raise'")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
+
+
+def _pick(value, default, fallback=None):
+    """`value` if set, else the dataset default, else `fallback`."""
+    if value is not None:
+        return value
+    return default if default is not None else fallback
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points.
+# --------------------------------------------------------------------------------------------
+
+
+def video_dataset(
+    file_pattern: str | Sequence[str],
+    *,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+    split: str = "train",
+    num_frames: int | None = None,
+    stride: int | None = None,
+    crop_size: int | None = None,
+    min_resize: int | None = None,
+    num_clips: int | None = None,
+    num_crops: int | None = None,
+    batch_size: int,
+    multilabel: bool | None = None,
+    label_offset: int | None = None,
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    on_error: str = "skip",
+    repeat: bool | None = None,
+    drop_remainder: bool | None = None,
+    scale_jitter: Sequence[float] | None = (0.9, 1.33),
+    flip: bool = True,
+    normalization="[-1,1]",
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    shuffle_buffer_size: int = 64,
+    decoder: VideoDecoder | None = None,
+    error_counter: ErrorCounter | None = None,
+    deterministic: bool | None = None,
+    cycle_length: int | None = None,
+    log_skipped: bool = True,
+) -> tf.data.Dataset:
+    """Batches of `(videos, labels)` from DMVR-style SequenceExample TFRecords.
+
+    Yields `videos` float32 `[B, T, H, W, 3]` (`[B, V, T, H, W, 3]` for `split="test"` with
+    `V = num_clips * num_crops > 1`, crop-major: `view = crop * num_clips + clip`) and
+    `labels` float32 `[B, K]` (one-hot, or multi-hot with `multilabel=True`).
+
+    Args:
+      file_pattern: glob, comma-separated list, `name@N` shard spec, or a list of these.
+      dataset: a registered name (`kinetics400`, `kinetics600`, `charades`, `avid`) whose
+        facts fill every argument left `None` (classes, multilabel, frames, stride, sizes,
+        test views).
+      num_classes: K (required unless `dataset` is given).
+      split: `train` (random clip, scale jitter, random crop, flip), `validation` (middle clip,
+        centre crop) or `test` (`num_clips` x `num_crops` views).
+      num_frames, stride: frames per clip and the step between them (in stored frames);
+        a video shorter than the clip loops.
+      crop_size, min_resize: output side, and the shorter side frames are resized to before
+        cropping (defaults 224 / 256). `crop_size > min_resize` is a `ValueError`.
+      batch_size: global batch size; with `input_context` each pipeline yields
+        `input_context.get_per_replica_batch_size(batch_size)`.
+      label_offset: subtracted from stored label indices (e.g. 1 for 1-based records).
+      shuffle: shuffle files and records (default: only for `train`).
+      seed: makes file order, shuffling and augmentation reproducible.
+      input_context: a `tf.distribute.InputContext`; each input pipeline reads every N-th file.
+      on_error: `skip` (drop bad examples, count them in `dataset.error_counter`, print each
+        and the totals after each pass) or `raise` (error naming the file, record and reason).
+      repeat: repeat forever (default: only for `train`).
+      drop_remainder: drop the last partial batch (default: only for `train`).
+      scale_jitter: training scale range for the shorter side (`None`: no jitter).
+      normalization: `[-1,1]` (default), `[0,1]`, `imagenet` or `(mean, std)`.
+      max_frame_pixels: bad-input limit on `height * width` claimed by a kept frame's header.
+      decoder: a `VideoDecoder` with custom key names.
+      error_counter: an `ErrorCounter` to count into (default: a new one).
+    """
+    info = get_dataset_info(dataset) if dataset else None
+    if info is not None and info.modality != "video":
+        raise ValueError(f"dataset={dataset!r} is an image dataset; use image_dataset")
+    _check_common(on_error=on_error, batch_size=batch_size)
+    num_classes = _pick(num_classes, info and info.num_classes)
+    if num_classes is None:
+        raise ValueError("num_classes is required when no dataset= is given")
+    num_frames = _pick(num_frames, info and info.num_frames)
+    if num_frames is None:
+        raise ValueError("num_frames is required when no dataset= is given")
+    is_test = split == "test"
+    parser = VideoParser(
+        split=split,
+        num_frames=num_frames,
+        stride=_pick(stride, info and info.stride, 1),
+        crop_size=_pick(crop_size, info and info.crop_size, 224),
+        min_resize=_pick(min_resize, info and info.min_resize, 256),
+        num_classes=num_classes,
+        multilabel=bool(_pick(multilabel, info and info.multilabel, False)),
+        num_clips=_pick(num_clips, info.num_test_clips if (info and is_test) else None, 1),
+        num_crops=_pick(num_crops, info.num_test_crops if (info and is_test) else None, 1),
+        label_offset=_pick(label_offset, info and info.label_offset, 0),
+        scale_jitter=scale_jitter,
+        flip=flip,
+        normalization=normalization,
+        max_frame_pixels=max_frame_pixels,
+    )
+    is_train = split == "train"
+    shuffle = is_train if shuffle is None else shuffle
+    repeat = is_train if repeat is None else repeat
+    drop_remainder = is_train if drop_remainder is None else drop_remainder
+    deterministic = (seed is not None or not shuffle) if deterministic is None else deterministic
+    decoder = decoder or VideoDecoder()
+    counter = error_counter or ErrorCounter()
+
+    files = expand_file_pattern(file_pattern)
+    ds = _records(
+        files,
+        shuffle=shuffle,
+        seed=seed,
+        input_context=input_context,
+        deterministic=deterministic,
+        cycle_length=cycle_length,
+    )
+    ds = _pass_end_marker(_shuffled(ds, shuffle, shuffle_buffer_size, seed))
+    if repeat:
+        ds = ds.repeat()
+    ds = _with_seeds(ds, random=is_train, seed=seed, input_context=input_context)
+    ds = _guarded_parse(
+        ds,
+        decode=lambda e: decoder.decode(e["record"]),
+        empty_decoded=decoder.empty,
+        parser=parser,
+        deterministic=deterministic,
+    )
+    ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped)
+    ds = ds.map(lambda e: (e["video"], e["label"]))
+    return _finish(
+        ds,
+        batch_size=batch_size,
+        input_context=input_context,
+        drop_remainder=drop_remainder,
+        deterministic=deterministic,
+        counter=counter,
+    )
+
+
+def image_dataset(
+    file_pattern: str | Sequence[str] | None = None,
+    *,
+    dataset: str = "imagenet2012",
+    data_dir: str | None = None,
+    split: str = "train",
+    tfds_split: str | None = None,
+    image_size: int = 224,
+    resize_size: int | None = None,
+    batch_size: int,
+    num_classes: int | None = None,
+    label_offset: int | None = None,
+    normalization="[-1,1]",
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    on_error: str = "skip",
+    repeat: bool | None = None,
+    drop_remainder: bool | None = None,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    shuffle_buffer_size: int = 1024,
+    decoder: ImageDecoder | None = None,
+    error_counter: ErrorCounter | None = None,
+    deterministic: bool | None = None,
+    log_skipped: bool = True,
+) -> tf.data.Dataset:
+    """Batches of `(images [B, S, S, 3] float32, labels [B, K] one-hot)`.
+
+    Source: classic ImageNet TFRecords when `file_pattern` is given (`image/encoded`, 1-based
+    `image/class/label`: `label_offset` defaults to 1), else the TFDS dataset `dataset`
+    (`imagenet2012`, 0-based labels) from `data_dir` (`tfds_split` defaults to `split`,
+    e.g. `"train[:1%]"`).
+
+    `train`: Inception crop + flip; `validation`/`test`: resize the shorter side to
+    `resize_size` (default `image_size / 0.875`), centre crop. Bad examples, sharding, seeds,
+    `repeat`, `drop_remainder` and `error_counter` behave as in `video_dataset`.
+    """
+    info = get_dataset_info(dataset) if dataset else None
+    if info is not None and info.modality != "image":
+        raise ValueError(f"dataset={dataset!r} is a video dataset; use video_dataset")
+    _check_common(on_error=on_error, batch_size=batch_size)
+    num_classes = _pick(num_classes, info and info.num_classes)
+    if num_classes is None:
+        raise ValueError("num_classes is required when no dataset= is given")
+    from_tfrecords = file_pattern is not None
+    parser = ImageParser(
+        split=split,
+        image_size=image_size,
+        resize_size=resize_size,
+        num_classes=num_classes,
+        label_offset=_pick(label_offset, 1 if from_tfrecords else 0),
+        normalization=normalization,
+        max_frame_pixels=max_frame_pixels,
+    )
+    is_train = split == "train"
+    shuffle = is_train if shuffle is None else shuffle
+    repeat = is_train if repeat is None else repeat
+    drop_remainder = is_train if drop_remainder is None else drop_remainder
+    deterministic = (seed is not None or not shuffle) if deterministic is None else deterministic
+    counter = error_counter or ErrorCounter()
+
+    if from_tfrecords:
+        decoder = decoder or ImageDecoder()
+        files = expand_file_pattern(file_pattern)
+        ds = _records(
+            files,
+            shuffle=shuffle,
+            seed=seed,
+            input_context=input_context,
+            deterministic=deterministic,
+            cycle_length=None,
+        )
+        decode, empty = (lambda e: decoder.decode(e["record"])), decoder.empty
+    else:
+        ds = _tfds_records(
+            dataset,
+            data_dir=data_dir,
+            split=tfds_split or split,
+            shuffle=shuffle,
+            seed=seed,
+            input_context=input_context,
+        )
+        decode = lambda e: {"image": e["image"], "labels": e["label"][None]}  # noqa: E731
+        empty = lambda: {"image": tf.constant(""), "labels": tf.zeros([0], tf.int64)}  # noqa: E731
+    ds = _pass_end_marker(_shuffled(ds, shuffle, shuffle_buffer_size, seed))
+    if repeat:
+        ds = ds.repeat()
+    ds = _with_seeds(ds, random=is_train, seed=seed, input_context=input_context)
+    ds = _guarded_parse(
+        ds, decode=decode, empty_decoded=empty, parser=parser, deterministic=deterministic
+    )
+    ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped)
+    ds = ds.map(lambda e: (e["image"], e["label"]))
+    return _finish(
+        ds,
+        batch_size=batch_size,
+        input_context=input_context,
+        drop_remainder=drop_remainder,
+        deterministic=deterministic,
+        counter=counter,
+    )
+
+
+def _tfds_records(name: str, *, data_dir, split: str, shuffle: bool, seed, input_context):
+    """TFDS examples as record elements `{image (encoded), label, filename, index, status}`."""
+    import tensorflow_datasets as tfds  # heavy; only needed for this source
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    read_config = tfds.ReadConfig(input_context=input_context, shuffle_seed=seed)
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=shuffle,
+        read_config=read_config,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    has_file_name = "file_name" in builder.info.features
+
+    def to_record(index, ex):
+        filename = ex["file_name"] if has_file_name else tf.constant(f"tfds:{name}/{split}")
+        return {
+            "image": ex["image"],
+            "label": tf.cast(ex["label"], tf.int64),
+            "filename": filename,
+            "index": index,
+            "status": tf.constant(Status.OK),
+        }
+
+    return ds.enumerate().map(to_record, num_parallel_calls=AUTOTUNE)

@@ -1,0 +1,233 @@
+"""Pure TensorFlow ops on video tensors: frame sampling, JPEG decoding, resizing, cropping.
+
+Every function takes and returns tensors, has no hidden state, and works both eagerly and
+inside `tf.data` / `tf.function`. Randomness is *stateless*: random ops take a `seed`, an
+int32/int64 tensor of shape `[2]` (split one with `tf.random.experimental.stateless_split`), so
+a pipeline with a fixed seed is reproducible element by element.
+
+Conventions: `frames` is `[T, H, W, 3]` (uint8 or float32), a clip of encoded frames is a
+`[T]` string tensor, sampled frame indices are int32.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+__all__ = [
+    "clip_indices",
+    "random_clip_indices",
+    "middle_clip_indices",
+    "linspace_clip_indices",
+    "jpeg_frame_shapes",
+    "decode_jpeg_frames",
+    "decode_and_crop_jpeg_frames",
+    "resize_smallest",
+    "random_resize_smallest",
+    "random_crop",
+    "random_flip_left_right",
+    "center_crop",
+    "three_crops",
+    "normalize",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------------------------
+# Temporal sampling: which frame indices to keep. Only the kept frames are ever decoded.
+# --------------------------------------------------------------------------------------------
+
+
+def _max_offset(num_total, num_frames: int, stride: int):
+    """Largest start index such that the clip fits in the video (0 if the video is shorter)."""
+    span = (num_frames - 1) * stride + 1
+    return tf.maximum(tf.cast(num_total, tf.int32) - span, 0)
+
+
+def clip_indices(num_total, num_frames: int, stride: int, offset):
+    """Indices `offset, offset + stride, ...` (`num_frames` of them), looping a short video.
+
+    Returns int32 `[num_frames]`, each index in `[0, num_total)`. `num_total` must be > 0.
+    """
+    num_total = tf.cast(num_total, tf.int32)
+    steps = tf.range(num_frames, dtype=tf.int32) * stride  # [T]
+    return tf.math.floormod(tf.cast(offset, tf.int32) + steps, num_total)
+
+
+def random_clip_indices(num_total, num_frames: int, stride: int, seed):
+    """A clip starting at a uniformly random offset (training). int32 `[num_frames]`."""
+    max_offset = _max_offset(num_total, num_frames, stride)
+    offset = tf.random.stateless_uniform(
+        [], seed=seed, minval=0, maxval=max_offset + 1, dtype=tf.int32
+    )
+    return clip_indices(num_total, num_frames, stride, offset)
+
+
+def middle_clip_indices(num_total, num_frames: int, stride: int):
+    """The clip in the middle of the video (evaluation). int32 `[num_frames]`."""
+    return clip_indices(
+        num_total, num_frames, stride, _max_offset(num_total, num_frames, stride) // 2
+    )
+
+
+def linspace_clip_indices(num_total, num_frames: int, stride: int, num_clips: int):
+    """`num_clips` clips with linearly spaced offsets from the first to the last possible one.
+
+    Returns int32 `[num_clips, num_frames]`; with `num_clips=1` it is the middle clip.
+    """
+    if num_clips == 1:
+        return middle_clip_indices(num_total, num_frames, stride)[None]
+    max_offset = tf.cast(_max_offset(num_total, num_frames, stride), tf.float32)
+    offsets = tf.cast(tf.round(tf.linspace(0.0, max_offset, num_clips)), tf.int32)  # [V]
+    steps = tf.range(num_frames, dtype=tf.int32) * stride  # [T]
+    return tf.math.floormod(offsets[:, None] + steps[None, :], tf.cast(num_total, tf.int32))
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding.
+# --------------------------------------------------------------------------------------------
+
+
+def jpeg_frame_shapes(encoded):
+    """Header-only `[height, width, channels]` of each JPEG: int32 `[T, 3]`. Decodes no pixels.
+
+    Raises `InvalidArgumentError` for data that is not a JPEG.
+    """
+    return tf.map_fn(
+        tf.image.extract_jpeg_shape, encoded, fn_output_signature=tf.TensorSpec([3], tf.int32)
+    )
+
+
+def decode_jpeg_frames(encoded):
+    """Decode a `[T]` string tensor of JPEGs into uint8 `[T, H, W, 3]` (all frames same size)."""
+    return tf.map_fn(
+        lambda x: tf.io.decode_jpeg(x, channels=3),
+        encoded,
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+
+
+def decode_and_crop_jpeg_frames(encoded, crop_window):
+    """Decode only the window `[y, x, h, w]` of each JPEG: uint8 `[T, h, w, 3]`.
+
+    Cheaper than decoding whole frames then cropping: libjpeg skips rows outside the window.
+    """
+    crop_window = tf.cast(crop_window, tf.int32)
+    return tf.map_fn(
+        lambda x: tf.io.decode_and_crop_jpeg(x, crop_window, channels=3),
+        encoded,
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Spatial ops. All frames of a clip get the same crop / flip.
+# --------------------------------------------------------------------------------------------
+
+
+def _smallest_side_size(height, width, min_resize):
+    """(new_h, new_w) with the shorter side equal to `min_resize`, aspect ratio kept."""
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    target = tf.cast(min_resize, tf.float32)
+    scale = target / tf.minimum(h, w)
+    new_h = tf.where(h <= w, target, tf.round(h * scale))
+    new_w = tf.where(h <= w, tf.round(w * scale), target)
+    return tf.cast(new_h, tf.int32), tf.cast(new_w, tf.int32)
+
+
+def resize_smallest(frames, min_resize, *, antialias: bool = False):
+    """Resize `[T, H, W, C]` so the shorter side is `min_resize` (bilinear). Returns float32.
+
+    Frames already at that size are only cast to float32.
+    """
+    shape = tf.shape(frames)
+    new_h, new_w = _smallest_side_size(shape[1], shape[2], min_resize)
+    frames_f = tf.cast(frames, tf.float32)
+    same = tf.logical_and(tf.equal(new_h, shape[1]), tf.equal(new_w, shape[2]))
+    return tf.cond(
+        same,
+        lambda: frames_f,
+        lambda: tf.image.resize(frames_f, tf.stack([new_h, new_w]), antialias=antialias),
+    )
+
+
+def random_resize_smallest(
+    frames, min_resize: int, scale_range: Sequence[float], seed, *, min_size: int = 0
+):
+    """Scale jitter: resize the shorter side to `min_resize * s`, `s ~ U(scale_range)`.
+
+    The shorter side is never made smaller than `min_size` (pass the crop size), so a
+    following crop always fits. Returns float32 `[T, H', W', C]`.
+    """
+    lo, hi = float(scale_range[0]), float(scale_range[1])
+    scale = tf.random.stateless_uniform([], seed=seed, minval=lo, maxval=hi)
+    target = tf.maximum(tf.round(float(min_resize) * scale), float(min_size))
+    return resize_smallest(frames, tf.cast(target, tf.int32))
+
+
+def random_crop(frames, crop_size: int, seed):
+    """The same random `crop_size x crop_size` window from every frame: `[T, c, c, C]`."""
+    frames = tf.convert_to_tensor(frames)
+    shape = tf.shape(frames)
+    size = tf.stack([shape[0], crop_size, crop_size, shape[3]])
+    out = tf.image.stateless_random_crop(frames, size=size, seed=seed)
+    return tf.ensure_shape(out, [frames.shape[0], crop_size, crop_size, frames.shape[3]])
+
+
+def random_flip_left_right(frames, seed, probability: float = 0.5):
+    """Mirror the whole clip horizontally with the given probability."""
+    frames = tf.convert_to_tensor(frames)
+    flip = tf.random.stateless_uniform([], seed=seed) < probability
+    return tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+
+
+def _center_offsets(frames, crop_size: int):
+    shape = tf.shape(frames)
+    return (shape[1] - crop_size) // 2, (shape[2] - crop_size) // 2
+
+
+def center_crop(frames, crop_size: int):
+    """The central `crop_size x crop_size` window of every frame: `[T, c, c, C]`."""
+    frames = tf.convert_to_tensor(frames)
+    y, x = _center_offsets(frames, crop_size)
+    out = frames[:, y : y + crop_size, x : x + crop_size, :]
+    return tf.ensure_shape(out, [frames.shape[0], crop_size, crop_size, frames.shape[3]])
+
+
+def three_crops(frames, crop_size: int):
+    """Three `crop_size` squares along the longer side (start, centre, end): `[3, T, c, c, C]`.
+
+    For landscape frames the crops are left / centre / right, for portrait top / centre /
+    bottom; the other axis is centred.
+    """
+    frames = tf.convert_to_tensor(frames)
+    shape = tf.shape(frames)
+    h, w = shape[1], shape[2]
+    cy, cx = _center_offsets(frames, crop_size)
+    landscape = w >= h
+    long_len = tf.where(landscape, w, h)
+    starts = tf.stack([0, (long_len - crop_size) // 2, long_len - crop_size])  # [3]
+    crops = []
+    for i in range(3):
+        y = tf.where(landscape, cy, starts[i])
+        x = tf.where(landscape, starts[i], cx)
+        crops.append(frames[:, y : y + crop_size, x : x + crop_size, :])
+    out = tf.stack(crops)  # [3, T, c, c, C]
+    return tf.ensure_shape(out, [3, frames.shape[0], crop_size, crop_size, frames.shape[3]])
+
+
+def normalize(frames, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    """Map `[0, 255]` pixels to float32: `[-1, 1]` by default, else `(x / 255 - mean) / std`."""
+    frames = tf.cast(frames, tf.float32)
+    if mean is None and std is None:
+        return frames * (1.0 / 127.5) - 1.0
+    mean = tf.constant(mean if mean is not None else (0.0, 0.0, 0.0), tf.float32)
+    std = tf.constant(std if std is not None else (1.0, 1.0, 1.0), tf.float32)
+    # (x / 255 - mean) / std as one multiply-add per element.
+    return frames * (1.0 / (255.0 * std)) - mean / std
