@@ -15,3 +15,13 @@ def _clean_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.tf_only` tests are skipped under another Keras backend."""
+    if keras.backend.backend() == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend (running {keras.backend.backend()})")
+    for item in items:
+        if "tf_only" in item.keywords:
+            item.add_marker(skip)

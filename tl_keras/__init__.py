@@ -5,9 +5,11 @@ import importlib
 __version__ = "0.1.0"
 
 from tl_keras import layers  # noqa: E402,F401
+from tl_keras import models  # noqa: E402,F401  (registers the models for keras.saving)
+from tl_keras.models.specs import TL  # noqa: E402,F401
 
 # Heavier or TensorFlow-only parts are imported on first use.
-_LAZY = ("convert",)
+_LAZY = ("configs", "convert", "data", "export", "fewshot", "flops", "train", "visualize")
 
 
 def __getattr__(name):

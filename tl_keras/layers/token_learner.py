@@ -72,11 +72,47 @@ def _mlp_layers(owner, hidden_dim, out_dim, dropout_rate, prefix=""):
     ]
 
 
+def affine(x, kernel, bias):
+    """`x @ kernel + bias` for a 2-D `x` `[rows, C_in]` (internal).
+
+    Written as `ops.add(ops.matmul(...), bias)` on purpose: on the TensorFlow backend
+    `ops.add` of a vector becomes a `BiasAdd`, and TensorFlow's oneDNN graph rewrite fuses
+    `MatMul + BiasAdd` (and `MatMul + BiasAdd + GELU(tanh)`) into one kernel. A 3-D input
+    (a `tensordot` with reshapes around the MatMul) or a call of the `Dense` layer gets
+    neither fusion (measured, BENCHMARKS.md). Under JAX it is the same arithmetic.
+    """
+    return ops.add(ops.matmul(x, kernel), bias)
+
+
+def layer_norm(layer, x):
+    """`layer(x)` for a built `keras.layers.LayerNormalization` over the last axis (with
+    scale and offset), in fewer passes over `x` than Keras' own formula (internal).
+
+    Keras computes `x * (rsqrt(var + eps) * gamma) + (beta - mean * rsqrt(var + eps) *
+    gamma)`, which materialises several `x`-sized temporaries in TensorFlow graph mode;
+    this is `(x - mean) * rsqrt(var + eps) * gamma + beta`, the same function (float32
+    rounding apart; in float32 also for float16 inputs, as Keras). Uses the layer's own
+    `gamma`, `beta` and `epsilon`, so checkpoints are unchanged.
+    """
+    dtype = x.dtype
+    if keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16"):
+        x = ops.cast(x, "float32")
+    mean = ops.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    y = centred * ops.rsqrt(variance + layer.epsilon) * layer.gamma + layer.beta
+    return ops.cast(y, layer.compute_dtype)
+
+
 def _run_mlp(mlp, x, training):
+    """The MLP on the last axis of `x`, run on flattened rows (`[..., C] -> [rows, C]`)
+    so that both Dense layers are fused `MatMul + BiasAdd (+ GELU)` (see `affine`)."""
     dense_0, drop_0, dense_1, drop_1 = mlp
-    x = ops.gelu(dense_0(x), approximate=True)
-    x = drop_0(x, training=training)
-    return drop_1(dense_1(x), training=training)
+    lead = ops.shape(x)[:-1]
+    h = affine(ops.reshape(x, (-1, x.shape[-1])), dense_0.kernel, dense_0.bias)
+    h = drop_0(ops.gelu(h, approximate=True), training=training)
+    y = drop_1(affine(h, dense_1.kernel, dense_1.bias), training=training)
+    return ops.reshape(y, tuple(lead) + (dense_1.units,))
 
 
 def _build_mlp(mlp, in_shape):
@@ -148,7 +184,7 @@ class TokenLearner(keras.layers.Layer):
         if n is None:
             n = -1
         x = ops.reshape(inputs, (-1, n, channels))  # [B*T, N, C]
-        logits = _run_mlp(self.token_masking, self.layer_norm(x), training)  # [B*T, N, S]
+        logits = _run_mlp(self.token_masking, layer_norm(self.layer_norm, x), training)  # [B*T, N, S]
         logits = ops.transpose(logits, (0, 2, 1))  # [B*T, S, N]
         maps = ops.softmax(ops.cast(logits, "float32"), axis=-1)  # over positions, in fp32
         return ops.cast(maps, self.compute_dtype)
@@ -419,7 +455,7 @@ class TokenFuser(keras.layers.Layer):
             y = self.mix_norm2(y)
 
         x = ops.reshape(original, (-1, n if n is not None else -1, channels))  # [B*T, N, C]
-        beta = _run_mlp(self.token_masking, self.input_norm(x), training)  # [B*T, N, S]
+        beta = _run_mlp(self.token_masking, layer_norm(self.input_norm, x), training)  # [B*T, N, S]
         beta = ops.sigmoid(beta)
         out = ops.einsum("bns,bsc->bnc", beta, y)  # [B*T, N, C]
         out = self.output_dropout(out, training=training)

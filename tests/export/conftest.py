@@ -1,0 +1,83 @@
+"""Fixtures of the export tests: a tiny ViT (images) and a tiny ViViT (videos) with
+TokenLearner, random heads (so outputs depend on the input), each exported once per session."""
+
+import os
+import types
+
+import numpy as np
+import pytest
+
+IMAGE_CLASSES = ["cat", "dog", "bird", "fish", "frog"]
+
+
+def tiny_vit(num_classes=5, seed=0):
+    from tl_keras.models import TL, create_model
+
+    model = create_model(
+        "vit_b16", image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=2,
+        mlp_dim=64, num_classes=num_classes, tokenlearner=TL(4, at=1),
+    )
+    return randomize_head(model, seed)
+
+
+def tiny_vivit(num_classes=6, seed=1):
+    from tl_keras.models import TL, create_model
+
+    model = create_model(
+        "vivit_b16", num_frames=4, image_size=32, patch_size=8, tubelet_size=2, hidden_dim=32,
+        num_layers=2, num_heads=2, mlp_dim=64, num_classes=num_classes,
+        tokenlearner=TL(3, at=1),
+    )
+    return randomize_head(model, seed)
+
+
+def randomize_head(model, seed):
+    """The reference head is zero-initialised (every input gives the same logits)."""
+    rng = np.random.default_rng(seed)
+    head = model.get_layer("head")
+    head.kernel.assign(rng.normal(0, 1.0, head.kernel.shape).astype("float32"))
+    head.bias.assign(rng.normal(0, 0.5, head.bias.shape).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Both models and their SavedModels: `image` (softmax, class names, top 3) and `video`
+    (multi-label sigmoid, no class names, the crop-then-resize "validation" evaluation)."""
+    from tl_keras import export
+
+    root = tmp_path_factory.mktemp("exported")
+    image_model = tiny_vit()
+    image_prep = export.preprocessing_for(image_model)  # min_resize 37 = round(32 / 0.875)
+    image_path = export.export_saved_model(
+        image_model, str(root / "image"), class_names=IMAGE_CLASSES, top_k=3
+    )
+    video_model = tiny_vivit()
+    video_prep = export.preprocessing_for(video_model, min_resize=40, eval_split="validation")
+    video_path = export.export_saved_model(
+        video_model, str(root / "video"), preprocessing=video_prep, multilabel=True
+    )
+    return types.SimpleNamespace(
+        root=root,
+        image=types.SimpleNamespace(
+            model=image_model, prep=image_prep, path=image_path, classes=IMAGE_CLASSES,
+            multilabel=False, k=3, name="images",
+        ),
+        video=types.SimpleNamespace(
+            model=video_model, prep=video_prep, path=video_path, classes=None,
+            multilabel=True, k=5, name="videos",
+        ),
+    )
+
+
+@pytest.fixture
+def tiny_models():
+    return types.SimpleNamespace(vit=tiny_vit, vivit=tiny_vivit, randomize_head=randomize_head)
+
+
+@pytest.fixture(scope="session")
+def subprocess_env():
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    return env

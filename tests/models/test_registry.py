@@ -1,0 +1,81 @@
+"""Registry: every registered model builds in a tiny size (user kwargs override the table),
+runs, and survives a `.keras` round trip."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+
+from test_case import to_numpy
+from tl_keras import TL, models
+from tl_keras.models import MODEL_SPECS, create_model, get_model_spec, list_models
+
+REQUIRED = ["vit_ti16", "vit_s16", "vit_s32", "vit_b16", "vit_b32", "vit_l16", "vit_l14",
+            "vit_l10", "vit_l8", "vit_h14", "vivit_b16", "vivit_l16", "vivit_l14", "vivit_l10"]
+TINY = dict(patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32, num_classes=3,
+            image_size=16, tokenlearner=TL(2, at=1, fuser=True))
+# Tiny arguments (over the size table) and input shape per model family.
+TINY_BY_FAMILY = {
+    "vit": (TINY, (2, 16, 16, 3)),
+    "vivit": (dict(TINY, num_frames=4), (2, 4, 16, 16, 3)),
+}
+RNG = np.random.default_rng(13)
+
+
+def test_required_models_are_registered():
+    assert set(REQUIRED) <= set(list_models())
+    assert list_models() == sorted(MODEL_SPECS)
+    assert list_models("vivit_*") == ["vivit_b16", "vivit_l10", "vivit_l14", "vivit_l16"]
+    assert list_models("vit_l1?") == ["vit_l10", "vit_l14", "vit_l16"]
+    for name in REQUIRED:
+        assert callable(getattr(models, name))
+
+
+def test_size_table():
+    assert get_model_spec("vit_b16") == dict(
+        family="vit", patch_size=16, image_size=224, hidden_dim=768, num_layers=12,
+        num_heads=12, mlp_dim=3072)
+    assert get_model_spec("vit_l14")["patch_size"] == 14
+    assert get_model_spec("vit_h14")["num_layers"] == 32
+    assert get_model_spec("vivit_l16")["tubelet_size"] == 2
+    for name, spec in MODEL_SPECS.items():
+        if spec["family"] in ("vit", "vivit"):
+            assert spec["image_size"] % spec["patch_size"] == 0, name
+    spec = get_model_spec("vit_b16")
+    spec["hidden_dim"] = 1
+    assert get_model_spec("vit_b16")["hidden_dim"] == 768  # a copy
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match="Unknown model"):
+        create_model("vit_q16")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_tiny(name):
+    family = get_model_spec(name)["family"]
+    if family not in TINY_BY_FAMILY:
+        pytest.skip(f"no tiny arguments for the {family!r} family in this test")
+    kwargs, shape = TINY_BY_FAMILY[family]
+    model = getattr(models, name)(**kwargs)  # the entrypoint; kwargs override the table
+    assert model.name == name
+    x = RNG.uniform(-1, 1, shape).astype("float32")
+    for w in model.weights:
+        if w.trainable:
+            w.assign(to_numpy(w) + RNG.normal(0, 0.1, w.shape).astype("float32"))
+    out = to_numpy(model(x))
+    assert out.shape == (2, 3) and np.all(np.isfinite(out))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(to_numpy(loaded(x)), out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, params", [("vit_b16", 86_567_656), ("vit_l16", 304_326_632)])
+def test_real_size_parameter_count(name, params):
+    model = create_model(name)
+    assert model.count_params() == params

@@ -1,0 +1,195 @@
+"""Whole-model weight loading: JAX ViT `.npz` checkpoints and Scenic parameter trees."""
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from test_case import to_numpy
+from tl_keras import TL
+from tl_keras.convert import (
+    export_flax_params,
+    flatten_params,
+    load_flax_params,
+    load_vit_npz,
+    model_variable_map,
+    save_vit_npz,
+    vit_npz_params,
+)
+from tl_keras.layers.embeddings import resize_position_embedding
+from tl_keras.models import vit_b16, vivit_b16
+
+TINY = dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=2,
+            mlp_dim=64, num_classes=5)
+RNG = np.random.default_rng(17)
+
+
+def randomize(model, scale=0.2):
+    for w in model.weights:
+        if w.trainable:
+            w.assign(to_numpy(w) + RNG.normal(0, scale, w.shape).astype("float32"))
+
+
+def images(batch=2, size=32):
+    return RNG.uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+
+
+def snapshot(model):
+    return [to_numpy(w).copy() for w in model.weights]
+
+
+# The names of the public JAX ViT checkpoints (e.g. `imagenet21k_ViT-B_16.npz`).
+JAX_VIT_NAMES = {
+    "cls", "embedding/bias", "embedding/kernel", "head/bias", "head/kernel",
+    "pre_logits/bias", "pre_logits/kernel", "Transformer/posembed_input/pos_embedding",
+    "Transformer/encoder_norm/bias", "Transformer/encoder_norm/scale",
+} | {
+    f"Transformer/encoderblock_0/{name}"
+    for name in [
+        "LayerNorm_0/bias", "LayerNorm_0/scale", "LayerNorm_2/bias", "LayerNorm_2/scale",
+        "MlpBlock_3/Dense_0/bias", "MlpBlock_3/Dense_0/kernel",
+        "MlpBlock_3/Dense_1/bias", "MlpBlock_3/Dense_1/kernel",
+    ] + [f"MultiHeadDotProductAttention_1/{p}/{v}"
+         for p in ("query", "key", "value", "out") for v in ("kernel", "bias")]
+}
+
+
+class TestVitNpz:
+    def test_names_and_shapes_are_those_of_the_jax_release(self):
+        model = vit_b16(**dict(TINY, num_layers=1), representation_size=16)
+        names = model_variable_map(model)
+        assert set(names) == JAX_VIT_NAMES
+        attention = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1"
+        assert tuple(names[f"{attention}/query/kernel"].shape) == (32, 2, 16)
+        assert tuple(names[f"{attention}/query/bias"].shape) == (2, 16)
+        assert tuple(names[f"{attention}/out/kernel"].shape) == (2, 16, 32)
+        assert tuple(names["embedding/kernel"].shape) == (8, 8, 3, 32)
+        assert tuple(names["cls"].shape) == (1, 1, 32)
+        assert len(names) == len(model.trainable_weights)
+
+    @pytest.mark.parametrize("tl", [None, TL(3, at=1, fuser=True)])
+    def test_round_trip_through_a_file(self, tl):
+        source = vit_b16(**TINY, tokenlearner=tl, representation_size=16)
+        randomize(source)
+        target = vit_b16(**TINY, tokenlearner=tl, representation_size=16)
+        x = images()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_vit_npz(source, os.path.join(tmp, "vit.npz"))
+            report = load_vit_npz(target, path)
+        assert report["skipped"] == {} and report["initialised"] == []
+        np.testing.assert_array_equal(to_numpy(target(x)), to_numpy(source(x)))
+
+    def test_tokenlearner_not_in_checkpoint_stays_initialised(self):
+        source = vit_b16(**TINY, pooling="gap")
+        randomize(source)
+        target = vit_b16(**TINY, tokenlearner=TL(3, at=1, fuser=True))
+        fresh = {w.path: to_numpy(w).copy() for w in target.weights}
+        report = load_vit_npz(target, vit_npz_params(source))
+        assert any("TokenLearnerModuleV11_0" in n for n in report["initialised"])
+        assert any("TokenFuser_0" in n for n in report["initialised"])
+        for layer in target.layers:
+            if layer.name.startswith(("tokenlearner", "tokenfuser")):
+                for w in layer.weights:
+                    np.testing.assert_array_equal(to_numpy(w), fresh[w.path])
+        np.testing.assert_array_equal(
+            to_numpy(target.get_layer("encoderblock_1").attention.query_kernel),
+            to_numpy(source.get_layer("encoderblock_1").attention.query_kernel))
+
+    def test_resize_drop_class_token_skip_head(self):
+        source = vit_b16(**TINY, representation_size=16)  # class token, 5 classes
+        randomize(source)
+        target = vit_b16(**dict(TINY, image_size=48, num_classes=7), pooling="gap")
+        report = load_vit_npz(target, vit_npz_params(source))
+        assert set(report["skipped"]) == {"cls", "head/kernel", "head/bias",
+                                          "pre_logits/kernel", "pre_logits/bias"}
+        assert set(report["initialised"]) == {"head/kernel", "head/bias"}
+        posemb = to_numpy(source.get_layer("posembed_input").pos_embedding)
+        expected = resize_position_embedding(posemb[:, 1:], (6, 6))
+        np.testing.assert_allclose(
+            to_numpy(target.get_layer("posembed_input").pos_embedding), expected, atol=1e-6)
+        assert not np.any(to_numpy(target.get_layer("head").kernel))
+        # The head is loaded when it fits.
+        same = vit_b16(**dict(TINY, image_size=48), representation_size=16)
+        load_vit_npz(same, vit_npz_params(source))
+        np.testing.assert_array_equal(to_numpy(same.get_layer("head").kernel),
+                                      to_numpy(source.get_layer("head").kernel))
+
+    def test_into_vivit_inflates_and_tiles(self):
+        source = vit_b16(**TINY, pooling="gap")
+        randomize(source)
+        target = vivit_b16(**TINY, num_frames=4, pooling="gap")
+        load_vit_npz(target, vit_npz_params(source))
+        x = images()
+        clip = np.repeat(x[:, None], 4, axis=1)
+        np.testing.assert_allclose(to_numpy(target(clip)), to_numpy(source(x)), atol=2e-5)
+
+    def test_misfit_lists_every_name_and_changes_nothing(self):
+        source = vit_b16(**dict(TINY, num_layers=3))
+        target = vit_b16(**dict(TINY, hidden_dim=16))
+        before = snapshot(target)
+        params = vit_npz_params(source)
+        del params["Transformer/encoderblock_0/LayerNorm_0/scale"]
+        with pytest.raises(ValueError) as err:
+            load_vit_npz(target, params)
+        message = str(err.value)
+        assert "missing: Transformer/encoderblock_0/LayerNorm_0/scale" in message
+        assert "wrong shape" in message and "embedding/kernel: got (8, 8, 3, 32)" in message
+        assert "unexpected" in message and "Transformer/encoderblock_2/" in message
+        for w, b in zip(target.weights, before):
+            np.testing.assert_array_equal(to_numpy(w), b)
+
+    def test_missing_class_token(self):
+        source = vit_b16(**TINY, pooling="gap")
+        target = vit_b16(**TINY)
+        with pytest.raises(ValueError, match="missing: cls"):
+            load_vit_npz(target, vit_npz_params(source))
+
+
+class TestScenicTree:
+    @pytest.mark.parametrize(
+        "factory, kwargs, shape",
+        [
+            (vit_b16, dict(TINY, tokenlearner=TL(3, at=1)), (2, 32, 32, 3)),
+            (vit_b16, dict(TINY, tokenlearner=TL(3, at=0, fuser=True, version="1"),
+                           representation_size=8), (2, 32, 32, 3)),
+            (vivit_b16, dict(TINY, num_frames=4, tokenlearner=TL(3, at=1, fuser=True),
+                             fuser_mix_tokens_over_time=False), (2, 4, 32, 32, 3)),
+        ],
+    )
+    def test_round_trip(self, factory, kwargs, shape):
+        source = factory(**kwargs)
+        randomize(source)
+        tree = export_flax_params(source)
+        target = factory(**kwargs)
+        load_flax_params(target, tree)
+        x = RNG.uniform(-1, 1, shape).astype("float32")
+        np.testing.assert_array_equal(to_numpy(target(x)), to_numpy(source(x)))
+        load_flax_params(target, flatten_params(tree))  # flat `/` names work too
+
+    def test_reference_names(self):
+        model = vit_b16(**TINY, tokenlearner=TL(3, at=1, fuser=True))
+        flat = flatten_params(export_flax_params(model))
+        transformer = {k.split("/")[1] for k in flat if k.startswith("Transformer/")}
+        assert transformer == {"posembed_input", "encoderblock_0", "encoderblock_1",
+                               "TokenLearnerModuleV11_0", "TokenFuser_0", "encoder_norm"}
+        assert {k.split("/")[0] for k in flat} == {"embedding", "Transformer",
+                                                   "output_projection"}
+        block = {k.split("/", 2)[2] for k in flat if "encoderblock_0/" in k}
+        assert "MultiHeadDotProductAttention_0/query/kernel" in block
+        assert "LayerNorm_1/scale" in block and "MlpBlock_0/Dense_1/bias" in block
+
+    def test_mismatch_lists_names(self):
+        source = vivit_b16(**TINY, num_frames=4, tokenlearner=TL(3, at=1, fuser=True),
+                           fuser_mix_tokens_over_time=False)
+        target = vivit_b16(**TINY, num_frames=4, tokenlearner=TL(3, at=1, fuser=True))
+        tree = flatten_params(export_flax_params(source))
+        tree["Transformer/extra/kernel"] = np.zeros(3)
+        before = snapshot(target)
+        with pytest.raises(ValueError) as err:
+            load_flax_params(target, tree)
+        message = str(err.value)
+        assert "Transformer/TokenFuser_0/Dense_0/kernel: got (3, 3), expected (6, 6)" in message
+        assert "unexpected: Transformer/extra/kernel" in message
+        for w, b in zip(target.weights, before):
+            np.testing.assert_array_equal(to_numpy(w), b)

@@ -1,0 +1,171 @@
+"""The one size table of tl_keras, and `TL`, the TokenLearner placement spec.
+
+`MODEL_SPECS[name]` holds the defaults of a registered model; any keyword argument the
+user passes to `create_model(name, **kwargs)` (or to the entrypoint `vit_b16(**kwargs)`)
+wins over the table.
+
+ViT sizes (DESIGN §5, Dosovitskiy et al. 2021; hidden, layers, MLP, heads):
+Ti 192/12/768/3, S 384/12/1536/6, B 768/12/3072/12, L 1024/24/4096/16,
+H 1280/32/5120/16. ViViT uses the same encoders on 16x16x2 tubelets (Arnab et al. 2021).
+"""
+
+import dataclasses
+import re
+
+from tl_keras.layers.transformer import tokenlearner_versions
+
+_SIZES = {
+    "Ti": dict(hidden_dim=192, num_layers=12, num_heads=3, mlp_dim=768),
+    "S": dict(hidden_dim=384, num_layers=12, num_heads=6, mlp_dim=1536),
+    "B": dict(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "L": dict(hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+    "H": dict(hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120),
+}
+
+
+def _vit(size, patch, image_size=224):
+    return dict(family="vit", patch_size=patch, image_size=image_size, **_SIZES[size])
+
+
+def _vivit(size, patch, image_size=224):
+    return dict(
+        family="vivit",
+        patch_size=patch,
+        tubelet_size=2,
+        num_frames=32,
+        image_size=image_size,
+        **_SIZES[size],
+    )
+
+
+# Default image sizes must be divisible by the patch. The /10 models use 220 px: the
+# paper's 224 px with a VALID /10 convolution also gives 22x22 patches.
+MODEL_SPECS = {
+    "vit_ti16": _vit("Ti", 16),
+    "vit_s16": _vit("S", 16),
+    "vit_s32": _vit("S", 32),
+    "vit_b16": _vit("B", 16),
+    "vit_b32": _vit("B", 32),
+    "vit_l16": _vit("L", 16),
+    "vit_l14": _vit("L", 14),
+    "vit_l10": _vit("L", 10, image_size=220),
+    "vit_l8": _vit("L", 8),
+    "vit_h14": _vit("H", 14),
+    "vivit_b16": _vivit("B", 16),
+    "vivit_l16": _vivit("L", 16),
+    "vivit_l14": _vivit("L", 14),
+    "vivit_l10": _vivit("L", 10, image_size=220),
+    # X(2+1)D-M (paper §6.1): X3D-M widths and depths (X3D paper Table 1), each 3-D conv
+    # factorised into a 2-D spatial and a 1-D temporal conv; res5 holds the TokenLearner.
+    "x2plus1d_m": dict(
+        family="x2plus1d",
+        num_frames=64,
+        image_size=224,
+        stem_width=24,
+        widths=(24, 48, 96, 192),
+        depths=(3, 5, 11, 7),
+        expansion=2.25,
+        head_width=432,
+        fc_width=2048,
+    ),
+}
+
+
+_TL_PATTERN = re.compile(r"^\s*(\d+)\s*@\s*(\d+)\s*((?:\+\s*[\w.]+\s*)*)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TL:
+    """Where and how TokenLearner goes into a ViT / ViViT encoder (frozen, serialisable).
+
+    Args:
+        num_tokens: S, tokens learned per image (per frame for video).
+        at: the TokenLearner goes before block `at` (0-based): "8-TL at 6" of a 12-layer
+            model is `TL(8, at=6)`, after the 6th block.
+        fuser: False = paper model "a" (TokenLearner once); True = model "b" (every block
+            from `at` on is TokenLearner -> block -> TokenFuser + residual).
+        version: `"1.1"` (MLP + softmax maps, the reference default), `"1"` (paper
+            Eq. 1, four 3x3 convs + sigmoid), or a baseline tokenizer of the paper's
+            ablations (`"grid"`, `"pool"`, `"fc"`, `"pool_mlp"`; see
+            `tl_keras.layers.baselines`).
+
+    `TL.parse("16@12")`, `TL.parse("8@6+fuser")`, `TL.parse("8@6+fuser+v1")`,
+    `TL.parse("8@6+pool")`; `str(TL(8, 6, fuser=True)) == "8@6+fuser"`.
+    """
+
+    num_tokens: int
+    at: int
+    fuser: bool = False
+    version: str = "1.1"
+
+    def __post_init__(self):
+        if isinstance(self.num_tokens, bool) or not isinstance(self.num_tokens, int) or (
+            self.num_tokens <= 0
+        ):
+            raise ValueError(f"TL: `num_tokens` must be a positive int, got {self.num_tokens!r}.")
+        if isinstance(self.at, bool) or not isinstance(self.at, int) or self.at < 0:
+            raise ValueError(f"TL: `at` must be an int >= 0, got {self.at!r}.")
+        if not isinstance(self.fuser, bool):
+            raise ValueError(f"TL: `fuser` must be a bool, got {self.fuser!r}.")
+        version = str(self.version)
+        versions = tokenlearner_versions()
+        if version not in versions:
+            raise ValueError(
+                f"TL: unknown `version`={self.version!r}; known: {sorted(versions)}."
+            )
+        object.__setattr__(self, "version", version)
+
+    def to_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def parse(cls, text):
+        """`"S@AT"` with optional `+fuser` and a version suffix: `+v1`, `+v1.1` or a
+        baseline name (`+grid`, `+pool`, ...)."""
+        match = _TL_PATTERN.match(str(text))
+        if not match:
+            raise ValueError(
+                f"TL.parse: cannot read {text!r}; expected 'S@AT' with optional '+fuser' "
+                "and '+v1' (e.g. '16@12', '8@6+fuser')."
+            )
+        num_tokens, at = int(match.group(1)), int(match.group(2))
+        fuser, version = False, "1.1"
+        versions = tokenlearner_versions()
+        for flag in filter(None, (f.strip() for f in match.group(3).split("+"))):
+            if flag == "fuser":
+                fuser = True
+            elif flag.startswith("v") and flag[1:] in ("1", "1.1"):
+                version = flag[1:]
+            elif flag in versions and flag not in ("1", "1.1"):
+                version = flag
+            else:
+                raise ValueError(f"TL.parse: unknown option {flag!r} in {text!r}.")
+        return cls(num_tokens, at, fuser=fuser, version=version)
+
+    def __str__(self):
+        text = f"{self.num_tokens}@{self.at}"
+        if self.fuser:
+            text += "+fuser"
+        if self.version in ("1", "1.1"):
+            text += "+v1" if self.version == "1" else ""
+        else:
+            text += f"+{self.version}"
+        return text
+
+
+def as_tl(value, owner="tokenlearner"):
+    """None, a `TL`, its config dict or a string like `"16@12"` -> `TL` or None."""
+    if value is None or isinstance(value, TL):
+        return value
+    if isinstance(value, str):
+        return TL.parse(value)
+    if isinstance(value, dict):
+        return TL.from_config(value)
+    raise ValueError(
+        f"{owner}: expected a tl_keras.TL, its config dict or a string like '16@12'; "
+        f"got {value!r}."
+    )

@@ -1,0 +1,144 @@
+"""Draw what the learned tokens attend to (paper Fig. 10): a PNG grid of heat maps, one row
+per token and one column per frame, over the input frames.
+
+    python tools/visualize_tokens.py --model=model.keras --input=image.jpg --output=maps.png
+    python tools/visualize_tokens.py --model=RUN_DIR --input=video.mp4 --output=maps.png
+    python tools/visualize_tokens.py --model=RUN_DIR --input=val-00000-of-00004 --example=3 \\
+        --output=maps.png
+
+`--model`: a `.keras` file or a training run directory (newest checkpoint). `--input`: an
+image (JPEG/PNG), a video file (decoded with PyAV: `pip install av`), or a TFRecord file of
+DMVR video records (`tf.train.SequenceExample`) or ImageNet-style image records
+(`tf.train.Example` with `image/encoded`); `--example` picks the record. The input is
+pre-processed exactly as in evaluation (`tl_keras.export`): a video's middle clip of the
+model's frame count every `--stride` frames, shorter side resized, centre crop, normalised.
+Every TokenLearner layer of the model gets one block of the grid (`--layer` picks one).
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--model", required=True, help="a .keras file or a training run directory")
+    parser.add_argument("--checkpoint", help="with a run directory: this checkpoint")
+    parser.add_argument("--input", required=True, help="image, video file or TFRecord file")
+    parser.add_argument("--output", required=True, help="the PNG to write")
+    parser.add_argument("--example", type=int, default=0, help="record index in a TFRecord file")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="video: frame step of the clip (default: the run's, else 1)")
+    parser.add_argument("--layer", action="append", default=None,
+                        help="TokenLearner layer path to draw (repeatable; default all)")
+    parser.add_argument("--max_tokens", type=int, default=8)
+    parser.add_argument("--max_frames", type=int, default=8)
+    _common.add_preprocessing_flags(parser)
+    return parser.parse_args(argv)
+
+
+def _read_record(path, index):
+    import tensorflow as tf
+
+    count = 0
+    for record in tf.data.TFRecordDataset(path):
+        if count == index:
+            return record
+        count += 1
+    raise _common.ToolError(f"{path} has {count} record(s); there is no record {index}.")
+
+
+def _clip(num_total, prep, stride):
+    from tl_keras.data import video_ops
+
+    return video_ops.middle_clip_indices(num_total, prep.num_frames, stride)
+
+
+def load_input(path, prep, *, example=0, stride=1):
+    """The model input `[1, ...]` for `path`, pre-processed as in evaluation."""
+    import tensorflow as tf
+
+    from tl_keras import export
+    from tl_keras.data import decoders
+
+    if not os.path.exists(path):
+        raise _common.ToolError(f"--input={path}: no such file.")
+    lower = path.lower()
+    if lower.endswith(IMAGE_EXTENSIONS):
+        if prep.kind != "image":
+            raise _common.ToolError(
+                f"--input={path} is an image; the model takes videos of {prep.num_frames} "
+                "frames (give a video file or a TFRecord of video records)."
+            )
+        with open(path, "rb") as f:
+            return export.preprocess_encoded(tf.constant([f.read()]), prep).numpy()
+    if lower.endswith(VIDEO_EXTENSIONS):
+        if prep.kind != "video":
+            raise _common.ToolError(f"--input={path} is a video; the model takes images.")
+        from tl_keras.data import writer
+
+        frames = writer.decode_video(path)  # uint8 [N, H, W, 3]
+        idx = _clip(len(frames), prep, stride).numpy()
+        return export.preprocess(frames[idx][None], prep).numpy()
+    # A TFRecord file: a DMVR video record or an image record.
+    record = _read_record(path, example)
+    try:
+        video = decoders.VideoDecoder().decode(record)
+        frames = video["frames"]
+    except tf.errors.InvalidArgumentError:
+        frames = tf.zeros([0], tf.string)
+    if int(tf.size(frames)) > 0:
+        if prep.kind != "video":
+            raise _common.ToolError(
+                f"record {example} of {path} is a video; the model takes images."
+            )
+        encoded = tf.gather(frames, _clip(tf.size(frames), prep, stride))
+        return export.preprocess_encoded(encoded[None], prep).numpy()
+    try:
+        image = decoders.ImageDecoder().decode(record)["image"]
+    except tf.errors.InvalidArgumentError:
+        image = tf.constant(b"")
+    if int(tf.strings.length(image)) == 0:
+        raise _common.ToolError(
+            f"record {example} of {path} is neither a DMVR video record (image/encoded frames "
+            "in a SequenceExample) nor an image record (image/encoded in an Example)."
+        )
+    if prep.kind != "image":
+        raise _common.ToolError(f"record {example} of {path} is an image; the model takes videos.")
+    return export.preprocess_encoded(image[None], prep).numpy()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        model, config, source = _common.load_model(args.model, args.checkpoint)
+        prep = _common.preprocessing(model, config, args)
+        stride = args.stride or ((config or {}).get("data", {}).get("stride") or 1)
+        x = load_input(args.input, prep, example=args.example, stride=stride)
+        from tl_keras import visualize
+
+        if not visualize.tokenlearner_layers(model):
+            raise _common.ToolError(f"the model {model.name!r} has no TokenLearner layer.")
+        path = visualize.write_token_maps(
+            model, x, args.output, layers=args.layer, max_tokens=args.max_tokens,
+            max_frames=args.max_frames,
+        )
+    except (_common.ToolError, ValueError) as e:
+        print(f"visualize_tokens: {e}", file=sys.stderr)
+        return 2
+    print(f"visualize_tokens: token maps of {source} on {args.input} -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
