@@ -184,7 +184,8 @@ class TokenLearner(keras.layers.Layer):
         if n is None:
             n = -1
         x = ops.reshape(inputs, (-1, n, channels))  # [B*T, N, C]
-        logits = _run_mlp(self.token_masking, layer_norm(self.layer_norm, x), training)  # [B*T, N, S]
+        x = layer_norm(self.layer_norm, x)
+        logits = _run_mlp(self.token_masking, x, training)  # [B*T, N, S]
         logits = ops.transpose(logits, (0, 2, 1))  # [B*T, S, N]
         maps = ops.softmax(ops.cast(logits, "float32"), axis=-1)  # over positions, in fp32
         return ops.cast(maps, self.compute_dtype)

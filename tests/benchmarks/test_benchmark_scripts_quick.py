@@ -1,0 +1,46 @@
+"""The benchmark scripts' --quick modes run (so they cannot rot); no timing is asserted."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH = os.path.join(REPO, "benchmarks")
+
+
+def run(script, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, script), *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_throughput_and_plot_quick(tmp_path):
+    out = run("throughput.py", "--quick", "--json", str(tmp_path / "t.json"))
+    assert "| base |" in out and "speed-up / GFLOPs ratio" in out
+    assert "timm" in out  # either the peer's row or the line saying why it was skipped
+    results = json.loads((tmp_path / "t.json").read_text())
+    timed = [t for g in results["groups"] for t in g["timed"] if t["framework"] == "tl_keras"]
+    assert {(t["mode"], t["xla"]) for t in timed} == {
+        ("inference", False), ("inference", True), ("train", False), ("train", True)}
+    assert all(t["median"] > 0 and len(t["rates"]) == results["repeats"] for t in timed)
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib not installed: plot.py not run")
+    run("plot.py", "--json", str(tmp_path / "t.json"), "--out", str(tmp_path / "t.png"))
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_memory_quick(tmp_path):
+    out = run("memory.py", "--quick", "--json", str(tmp_path / "m.json"))
+    assert "peak, first step (MB)" in out
+    rows = json.loads((tmp_path / "m.json").read_text())["results"]
+    assert rows and all(r["peak_first_mb"] >= r["rss_build_mb"] > 0 for r in rows)
