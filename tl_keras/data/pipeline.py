@@ -368,6 +368,17 @@ def _pick(value, default, fallback=None):
     return default if default is not None else fallback
 
 
+def _split_defaults(split, shuffle, repeat, drop_remainder, seed, deterministic):
+    """Training shuffles, repeats and drops the last partial batch; evaluation does not.
+    Element order is deterministic when seeded or not shuffled, unless set."""
+    is_train = split == "train"
+    shuffle = is_train if shuffle is None else shuffle
+    repeat = is_train if repeat is None else repeat
+    drop_remainder = is_train if drop_remainder is None else drop_remainder
+    deterministic = (seed is not None or not shuffle) if deterministic is None else deterministic
+    return shuffle, repeat, drop_remainder, deterministic
+
+
 # --------------------------------------------------------------------------------------------
 # Public entry points.
 # --------------------------------------------------------------------------------------------
@@ -467,10 +478,9 @@ def video_dataset(
         max_frame_pixels=max_frame_pixels,
     )
     is_train = split == "train"
-    shuffle = is_train if shuffle is None else shuffle
-    repeat = is_train if repeat is None else repeat
-    drop_remainder = is_train if drop_remainder is None else drop_remainder
-    deterministic = (seed is not None or not shuffle) if deterministic is None else deterministic
+    shuffle, repeat, drop_remainder, deterministic = _split_defaults(
+        split, shuffle, repeat, drop_remainder, seed, deterministic
+    )
     decoder = decoder or VideoDecoder()
     counter = error_counter or ErrorCounter()
 
@@ -561,10 +571,9 @@ def image_dataset(
         max_frame_pixels=max_frame_pixels,
     )
     is_train = split == "train"
-    shuffle = is_train if shuffle is None else shuffle
-    repeat = is_train if repeat is None else repeat
-    drop_remainder = is_train if drop_remainder is None else drop_remainder
-    deterministic = (seed is not None or not shuffle) if deterministic is None else deterministic
+    shuffle, repeat, drop_remainder, deterministic = _split_defaults(
+        split, shuffle, repeat, drop_remainder, seed, deterministic
+    )
     counter = error_counter or ErrorCounter()
 
     if from_tfrecords:
