@@ -196,6 +196,13 @@ def _shape(tensor):
     return tuple(tensor.shape)
 
 
+def _inputs(layer):
+    """The tensors a functional layer was called with, in order (a TokenLearner /
+    TokenFuser of a fuser block also gets the shared `normalized` tensor, last)."""
+    inputs = layer.input
+    return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
 def _frames_positions(shape, temporal):
     """(frames, positions per frame, channels) of a TokenLearner/Fuser input shape."""
     if len(shape) == 3:
@@ -236,11 +243,11 @@ def layer_macs(layer):
         return tokenlearner_macs("1", frames, n, c, layer.num_tokens,
                                  num_conv_layers=layer.num_conv_layers)
     if isinstance(layer, TokenLearner):
-        frames, n, c = _frames_positions(_shape(layer.input), layer.temporal)
+        frames, n, c = _frames_positions(_shape(_inputs(layer)[0]), layer.temporal)
         return tokenlearner_macs("1.1", frames, n, c, layer.num_tokens,
                                  bottleneck_dim=layer.bottleneck_dim)
     if isinstance(layer, TokenFuser):
-        tokens, original = layer.input
+        tokens, original = _inputs(layer)[:2]
         frames, n, c = _frames_positions(_shape(original), layer.temporal)
         return tokenfuser_macs(frames, n, c, _shape(tokens)[1] // frames,
                                bottleneck_dim=layer.bottleneck_dim,

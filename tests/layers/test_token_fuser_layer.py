@@ -55,6 +55,25 @@ class TestTokenFuserNumerics:
         expected = ref.token_fuser(tokens, x, params, mix_over_time=mix_over_time)
         np.testing.assert_allclose(to_numpy(layer(tokens, x)), expected, atol=1e-5, rtol=1e-5)
 
+    @pytest.mark.parametrize("original", [(2, 3, 5, 8), (2, 2, 15, 8)])
+    def test_precomputed_normalized_original(self, original):
+        x = rand(*original)
+        temporal = original[1] == 2
+        frames = 2 if temporal else 1
+        tokens = rand(2, frames * 4, 8)
+        params = ref.random_fuser_params(RNG, 8, 4, frames * 4, bottleneck=6)
+        layer = TokenFuser(bottleneck_dim=6, temporal=temporal)
+        layer(tokens, x)
+        load_flax_params(layer, params)
+        standardize = keras.layers.LayerNormalization(epsilon=1e-6, center=False, scale=False)
+        normalized = standardize(x)
+        np.testing.assert_allclose(
+            to_numpy(layer(tokens, x, normalized=normalized)), to_numpy(layer(tokens, x)),
+            atol=1e-5,
+        )
+        with pytest.raises(ValueError, match="`normalized` must have the shape of `original`"):
+            layer(tokens, x, normalized=normalized[..., :4])
+
     def test_zero_at_initialisation(self):
         x = rand(2, 3, 4, 4, 8)
         tokens = TokenLearner(3)(x)

@@ -60,6 +60,37 @@ class TestTokenLearnerNumerics:
         load_flax_params(layer, params)
         np.testing.assert_allclose(to_numpy(layer(x)), ref.token_learner(x, params), atol=1e-5, rtol=1e-5)
 
+    def test_v11_large_offset_input_matches_numpy(self):
+        # The LayerNorm's scale and offset are folded into the first MLP kernel; the
+        # input is still centred before the matmul, so a large common offset (mean >> std)
+        # loses no precision.
+        x = rand(2, 3, 4, 8) * 0.1 + 100.0
+        params = ref.random_v11_params(RNG, 8, num_tokens=3, bottleneck=7)
+        layer = TokenLearner(3, bottleneck_dim=7)
+        layer(x)
+        load_flax_params(layer, params)
+        expected = ref.token_learner(x, params)
+        np.testing.assert_allclose(to_numpy(layer(x)), expected, atol=1e-4, rtol=1e-5)
+
+    @pytest.mark.parametrize("shape, temporal", [((2, 3, 5, 8), False), ((2, 3, 10, 8), True)])
+    def test_v11_precomputed_normalized_input(self, shape, temporal):
+        x = rand(*shape)
+        params = ref.random_v11_params(RNG, 8, num_tokens=4, bottleneck=6)
+        layer = TokenLearner(4, bottleneck_dim=6, temporal=temporal)
+        layer(x)
+        load_flax_params(layer, params)
+        standardize = keras.layers.LayerNormalization(epsilon=1e-6, center=False, scale=False)
+        normalized = standardize(x)
+        np.testing.assert_allclose(
+            to_numpy(layer(x, normalized=normalized)), to_numpy(layer(x)), atol=1e-5
+        )
+        np.testing.assert_allclose(
+            to_numpy(layer.attention_maps(x, normalized=normalized)),
+            to_numpy(layer.attention_maps(x)), atol=1e-6,
+        )
+        with pytest.raises(ValueError, match="`normalized` must have the shape of `inputs`"):
+            layer(x, normalized=normalized[:, :2])
+
     def test_v11_flat_and_grid_inputs_agree(self):
         x = rand(2, 3, 5, 8)
         layer = TokenLearner(4)

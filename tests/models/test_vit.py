@@ -77,6 +77,12 @@ class TestPlacement:
         fusers = layers_of(model, TokenFuser)
         assert [f.name for f in fusers] == ["tokenfuser_0", "tokenfuser_1", "tokenfuser_2"]
         assert model.get_layer("encoder_norm").input.shape[1] == 16  # fused back
+        # Each TokenLearner / TokenFuser pair shares one standardisation of its input.
+        shared = [layer for layer in model.layers if layer.name.startswith("fuser_input_")]
+        assert [layer.name for layer in shared] == [
+            f"fuser_input_standardize_{k}" for k in range(3)
+        ]
+        assert not any(layer.weights for layer in shared)
 
     def test_tokenlearner_at_zero(self):
         model = vit_b16(**TINY, tokenlearner=TL(2, at=0))

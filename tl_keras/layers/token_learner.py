@@ -52,6 +52,18 @@ def _check_known(value, what, owner):
         raise ValueError(f"{owner}: the {what} must be known when the layer is built.")
 
 
+def _check_normalized(normalized, reference, what, owner):
+    if normalized is not None and tuple(normalized.shape) != tuple(reference.shape):
+        if len(normalized.shape) != len(reference.shape) or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(normalized.shape, reference.shape)
+        ):
+            raise ValueError(
+                f"{owner}: `normalized` must have the shape of `{what}` "
+                f"{tuple(reference.shape)}, got {tuple(normalized.shape)}."
+            )
+
+
 def _mlp_layers(owner, hidden_dim, out_dim, dropout_rate, prefix=""):
     """The reference `MlpBlock`: Dense -> gelu(tanh) -> dropout -> Dense -> dropout.
 
@@ -84,6 +96,18 @@ def affine(x, kernel, bias):
     return ops.add(ops.matmul(x, kernel), bias)
 
 
+def _normalize(layer, x):
+    """`(x - mean) * rsqrt(var + eps)` over the last axis with the epsilon of a
+    `keras.layers.LayerNormalization`: the LayerNorm before its scale and offset, in float32
+    for half-precision inputs (as Keras). Four passes over `x` in TensorFlow graph mode."""
+    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+        x = ops.cast(x, "float32")
+    mean = ops.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    return centred * ops.rsqrt(variance + layer.epsilon)
+
+
 def layer_norm(layer, x):
     """`layer(x)` for a built `keras.layers.LayerNormalization` over the last axis (with
     scale and offset), in fewer passes over `x` than Keras' own formula (internal).
@@ -94,22 +118,45 @@ def layer_norm(layer, x):
     rounding apart; in float32 also for float16 inputs, as Keras). Uses the layer's own
     `gamma`, `beta` and `epsilon`, so checkpoints are unchanged.
     """
-    dtype = x.dtype
-    if keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16"):
-        x = ops.cast(x, "float32")
-    mean = ops.mean(x, axis=-1, keepdims=True)
-    centred = x - mean
-    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-    y = centred * ops.rsqrt(variance + layer.epsilon) * layer.gamma + layer.beta
+    y = _normalize(layer, x) * layer.gamma + layer.beta
     return ops.cast(y, layer.compute_dtype)
 
 
-def _run_mlp(mlp, x, training):
+def layer_norm_affine(layer, x, kernel, bias, x_hat=None):
+    """`affine(layer_norm(layer, x), kernel, bias)` for a 2-D `x` `[rows, C]` with the
+    LayerNorm's scale and offset folded into the kernel and bias (internal):
+    `norm(x) @ (gamma[:, None] * kernel) + (beta @ kernel + bias)`, the same function.
+
+    Where a LayerNorm feeds a single narrow projection (the TokenLearner / TokenFuser
+    MLPs on the full-resolution input), this saves two of its passes over `x` for a few
+    `[C, H]`-sized operations on the weights; the product is still a fusable
+    `MatMul + BiasAdd`. `x_hat`: `norm(x)` when the caller already has it.
+    """
+    if x_hat is None:
+        x_hat = _normalize(layer, x)
+    x_hat = ops.cast(x_hat, kernel.dtype)  # [rows, C]
+    gamma = ops.cast(layer.gamma, kernel.dtype)
+    beta = ops.cast(layer.beta, kernel.dtype)
+    folded_kernel = ops.expand_dims(gamma, 1) * kernel  # [C, H]
+    folded_bias = ops.matmul(ops.expand_dims(beta, 0), kernel)[0] + bias  # [H]
+    return affine(x_hat, folded_kernel, folded_bias)
+
+
+def _run_mlp(mlp, x, training, norm=None, normalized=None):
     """The MLP on the last axis of `x`, run on flattened rows (`[..., C] -> [rows, C]`)
-    so that both Dense layers are fused `MatMul + BiasAdd (+ GELU)` (see `affine`)."""
+    so that both Dense layers are fused `MatMul + BiasAdd (+ GELU)` (see `affine`).
+    With `norm` (a built LayerNormalization), computes `MLP(norm(x))` with the norm's
+    scale and offset folded into the first layer (`layer_norm_affine`); `normalized`
+    is `x` already standardised (see `TokenLearner.call`)."""
     dense_0, drop_0, dense_1, drop_1 = mlp
     lead = ops.shape(x)[:-1]
-    h = affine(ops.reshape(x, (-1, x.shape[-1])), dense_0.kernel, dense_0.bias)
+    c = x.shape[-1]
+    rows = ops.reshape(x, (-1, c))  # [rows, C]
+    if norm is None:
+        h = affine(rows, dense_0.kernel, dense_0.bias)
+    else:
+        x_hat = None if normalized is None else ops.reshape(normalized, (-1, c))
+        h = layer_norm_affine(norm, rows, dense_0.kernel, dense_0.bias, x_hat)  # [rows, H]
     h = drop_0(ops.gelu(h, approximate=True), training=training)
     y = drop_1(affine(h, dense_1.kernel, dense_1.bias), training=training)
     return ops.reshape(y, tuple(lead) + (dense_1.units,))
@@ -168,8 +215,13 @@ class TokenLearner(keras.layers.Layer):
         self.layer_norm.build(flat)
         _build_mlp(self.token_masking, flat)
 
-    def call(self, inputs, training=None):
-        maps = self.attention_maps(inputs, training=training)  # [B*T, S, N]
+    def call(self, inputs, training=None, normalized=None):
+        """`normalized` (optional): `inputs` standardised over the channels,
+        `(x - mean) / sqrt(var + 1e-6)` without scale or offset (e.g. by
+        `keras.layers.LayerNormalization(epsilon=1e-6, center=False, scale=False)`),
+        when the caller computes it once for several layers (the encoder does, for the
+        TokenLearner and TokenFuser of a fuser block); the output is the same."""
+        maps = self.attention_maps(inputs, training=training, normalized=normalized)
         time, _, _, channels = _layout(inputs.shape, self.temporal, type(self).__name__)
         feats = ops.reshape(inputs, (-1, dim(maps, 2), channels))  # [B*T, N, C]
         tokens = ops.einsum("bsn,bnc->bsc", maps, feats)  # [B*T, S, C]
@@ -177,15 +229,17 @@ class TokenLearner(keras.layers.Layer):
             tokens = ops.reshape(tokens, (-1, time * self.num_tokens, channels))  # [B, T*S, C]
         return tokens
 
-    def attention_maps(self, inputs, training=False):
+    def attention_maps(self, inputs, training=False, normalized=None):
         """The softmax maps `[B*T, S, N]` (each sums to 1 over the N positions)."""
         ensure_built(self, inputs.shape)
         time, _, n, channels = _layout(inputs.shape, self.temporal, type(self).__name__)
+        _check_normalized(normalized, inputs, "inputs", type(self).__name__)
         if n is None:
             n = -1
         x = ops.reshape(inputs, (-1, n, channels))  # [B*T, N, C]
-        x = layer_norm(self.layer_norm, x)
-        logits = _run_mlp(self.token_masking, x, training)  # [B*T, N, S]
+        logits = _run_mlp(
+            self.token_masking, x, training, norm=self.layer_norm, normalized=normalized
+        )  # [B*T, N, S]
         logits = ops.transpose(logits, (0, 2, 1))  # [B*T, S, N]
         maps = ops.softmax(ops.cast(logits, "float32"), axis=-1)  # over positions, in fp32
         return ops.cast(maps, self.compute_dtype)
@@ -441,22 +495,28 @@ class TokenFuser(keras.layers.Layer):
         _build_mlp(self.token_masking, (None, None, channels))
         self.output_dropout.build((None, None, channels))
 
-    def call(self, tokens, original, training=None):
+    def call(self, tokens, original, training=None, normalized=None):
+        """`normalized` (optional): `original` standardised over the channels, as in
+        `TokenLearner.call`; the output is the same."""
         time, n, channels, per_frame = self._shapes(tokens.shape, original.shape)
+        _check_normalized(normalized, original, "original", type(self).__name__)
         y = tokens
         if self.use_normalization:
-            y = self.mix_norm1(y)
+            y = layer_norm(self.mix_norm1, y)
         if time is not None and not self.mix_tokens_over_time:
             y = ops.reshape(y, (-1, per_frame, channels))  # [B*T, S, C]
-        y = ops.transpose(y, (0, 2, 1))  # [B', C, S']
-        y = self.token_mixing(y)  # linear map over the token axis
-        y = ops.transpose(y, (0, 2, 1))  # [B', S', C]
+        # The Dense `token_mixing` over the token axis, `y[t] = sum_s kernel[s, t] y[s] +
+        # bias[t]`, as one matmul broadcast over the batch (no transposes).
+        mixing = ops.transpose(self.token_mixing.kernel)  # [S'(out), S'(in)]
+        y = ops.matmul(mixing, y) + ops.expand_dims(self.token_mixing.bias, 1)  # [B', S', C]
         y = ops.reshape(y, (-1, per_frame, channels))  # [B*T, S, C]
         if self.use_normalization:
-            y = self.mix_norm2(y)
+            y = layer_norm(self.mix_norm2, y)
 
         x = ops.reshape(original, (-1, n if n is not None else -1, channels))  # [B*T, N, C]
-        beta = _run_mlp(self.token_masking, layer_norm(self.input_norm, x), training)  # [B*T, N, S]
+        beta = _run_mlp(
+            self.token_masking, x, training, norm=self.input_norm, normalized=normalized
+        )  # [B*T, N, S]
         beta = ops.sigmoid(beta)
         out = ops.einsum("bns,bsc->bnc", beta, y)  # [B*T, N, C]
         out = self.output_dropout(out, training=training)

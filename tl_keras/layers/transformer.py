@@ -435,7 +435,17 @@ def build_encoder(
                 residual = keras.layers.Reshape(
                     (num_frames, n_frame, c), dtype=dtype, name=f"to_frames_{tl_index}"
                 )(x)  # [B, T, N, C]
-            x = tl(residual)  # [B, S, C] or [B, T*S, C]
+            if fuser_after and isinstance(tl, TokenLearner):
+                # The TokenLearner and the TokenFuser both normalise this same input
+                # (each with its own scale and offset): standardise it once for both.
+                normalized = keras.layers.LayerNormalization(
+                    epsilon=LAYER_NORM_EPSILON, center=False, scale=False, dtype=dtype,
+                    name=f"fuser_input_standardize_{tl_index}",
+                )(residual)
+                x = tl(residual, normalized=normalized)  # [B, S, C] or [B, T*S, C]
+            else:
+                normalized = None
+                x = tl(residual)  # [B, S, C] or [B, T*S, C]
         rate = drop_path_rate * i / max(total - 1, 1)
         x = TransformerBlock(
             num_heads,
@@ -453,7 +463,7 @@ def build_encoder(
                 temporal=video,
                 dtype=dtype,
                 name=f"tokenfuser_{tl_index}",
-            )(x, residual)  # shape of the residual
+            )(x, residual, normalized=normalized)  # shape of the residual
             x = keras.layers.Add(dtype=dtype, name=f"fuser_residual_{tl_index}")(
                 [fused, residual]
             )
