@@ -32,7 +32,10 @@ def _vivit(fuser=False, num_layers=2):
 def _independent_maps(model, layer_name, x):
     """The layer's `attention_maps` of its input, the input computed by a sub-model."""
     layer = model.get_layer(layer_name)
-    layer_input = keras.Model(model.input, layer.input)(x, training=False)
+    inputs = layer.input
+    if isinstance(inputs, (list, tuple)):  # a fuser block's TokenLearner also gets `normalized=`
+        inputs = inputs[0]
+    layer_input = keras.Model(model.input, inputs)(x, training=False)
     return keras.ops.convert_to_numpy(layer.attention_maps(layer_input))  # [B*T, S, N]
 
 
