@@ -53,15 +53,17 @@ def _check_known(value, what, owner):
 
 
 def _check_normalized(normalized, reference, what, owner):
-    if normalized is not None and tuple(normalized.shape) != tuple(reference.shape):
-        if len(normalized.shape) != len(reference.shape) or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(normalized.shape, reference.shape)
-        ):
-            raise ValueError(
-                f"{owner}: `normalized` must have the shape of `{what}` "
-                f"{tuple(reference.shape)}, got {tuple(normalized.shape)}."
-            )
+    """Raises ValueError unless `normalized` (if given) has the shape of `reference`
+    (unknown dimensions match anything)."""
+    if normalized is None:
+        return
+    shape, expected = tuple(normalized.shape), tuple(reference.shape)
+    if len(shape) != len(expected) or any(
+        a is not None and b is not None and a != b for a, b in zip(shape, expected)
+    ):
+        raise ValueError(
+            f"{owner}: `normalized` must have the shape of `{what}` {expected}, got {shape}."
+        )
 
 
 def _mlp_layers(owner, hidden_dim, out_dim, dropout_rate, prefix=""):
