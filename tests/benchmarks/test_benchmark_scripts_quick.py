@@ -44,3 +44,17 @@ def test_memory_quick(tmp_path):
     assert "peak, first step (MB)" in out
     rows = json.loads((tmp_path / "m.json").read_text())["results"]
     assert rows and all(r["peak_first_mb"] >= r["rss_build_mb"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_limits_quick(tmp_path):
+    out = run("limits.py", "--quick", "--json", str(tmp_path / "l.json"))
+    assert "GMAC/s" in out and "Full-resolution work of one fuser block" in out
+    results = json.loads((tmp_path / "l.json").read_text())
+    assert results["matmul"] and all(r["gmac_per_s"] > 0 for r in results["matmul"])
+    parts = {r["part"]: r["ms"] for r in results["fuser_block"]["parts"]}
+    assert len(parts) == 5 and all(ms > 0 for ms in parts.values())
+    ops = {r["op"] for r in results["profile"]["ops"]}
+    # The profiler saw the model's matmuls; executor bookkeeping is not an op type.
+    assert any("MatMul" in op for op in ops) and "Process" not in ops
+    assert abs(sum(r["share"] for r in results["profile"]["ops"]) - 1.0) < 0.01
