@@ -1,6 +1,6 @@
 """Where graph-mode time goes: the measurements behind BENCHMARKS.md's "limits" section.
 
-    python benchmarks/limits.py              # full run (~3 minutes here)
+    python benchmarks/limits.py              # full run (~1 minute here)
     python benchmarks/limits.py --quick      # tiny shapes, < 1 minute, for CI
 
 Three measurements, all in TensorFlow graph mode (`tf.function`, XLA off, this process's
