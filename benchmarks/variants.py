@@ -1,7 +1,7 @@
 """Shared by throughput.py, memory.py and plot.py: machine facts, load average, the model
 variants that are timed (`groups`).
 
-Not part of the library (DESIGN §9: `benchmarks/` are thin scripts over it).
+Not part of the library: `benchmarks/` are thin scripts over it (see BENCHMARKS.md).
 """
 
 import dataclasses

@@ -31,15 +31,10 @@ CPU). CI runs it with `--set train.num_steps=30`.
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-import kinetics  # noqa: E402
-
-from tl_keras import configs  # noqa: E402
+from experiments import common, kinetics
+from tl_keras import configs
 
 
 def get_config(runlocal=False):
@@ -77,5 +72,10 @@ def get_config(runlocal=False):
     return cfg
 
 
+def main(argv=None):
+    """The command line (module docstring, `common.py`); returns the exit code."""
+    return common.main(get_config, description=__doc__, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(common.main(get_config, description=__doc__))
+    sys.exit(main())

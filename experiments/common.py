@@ -31,9 +31,11 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
 
-from tl_keras import configs  # noqa: E402  (cheap: no TensorFlow)
+from tl_keras import configs, visualize
+from tl_keras import train as train_lib
+from tl_keras.train import tasks
 
 
 def build_parser(description, extra_flags=None):
@@ -80,10 +82,6 @@ def _fresh_workdir(experiment):
 
 def _write_token_maps(model, task, workdir):
     """`workdir/token_maps.png`: the TokenLearner maps on a validation example (Fig. 10)."""
-    import tensorflow as tf
-
-    from tl_keras import visualize
-
     path = os.path.join(workdir, "token_maps.png")
     if visualize.write_token_maps(model, task.eval_dataset_fn(tf.distribute.InputContext(), 2), path):
         print(f"tl_keras: token maps: {path}", flush=True)
@@ -127,12 +125,6 @@ def main(get_config, *, description, argv=None, extra_flags=None, experiment_kwa
                   file=sys.stderr)
             return 2
         workdir = _fresh_workdir(cfg.experiment)
-
-    # TensorFlow is imported only now: --help and config errors are instant.
-    import tensorflow as tf  # noqa: F401
-
-    from tl_keras import train as train_lib
-    from tl_keras.train import tasks
 
     start = time.time()
     try:

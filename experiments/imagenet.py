@@ -34,15 +34,14 @@ exported. Expected: top-1 >= 0.9 (measured: 0.992 after 300 steps, 25-65 s wall 
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import tensorflow as tf
 
-import common  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tl_keras import configs  # noqa: E402
+from experiments import common
+from tl_keras import configs
+from tl_keras.train import Task, tasks
 
 
 def get_config(runlocal=False):
@@ -118,10 +117,6 @@ def synthetic_images(num, size=32, seed=0):
 
 def runlocal_task(cfg):
     """The `Task` of `--runlocal`: the tiny ViT and in-memory striped images."""
-    import tensorflow as tf
-
-    from tl_keras.train import Task, tasks
-
     train_x, train_y = synthetic_images(512, cfg.data.crop_size, seed=0)
     val_x, val_y = synthetic_images(128, cfg.data.crop_size, seed=1)
 
@@ -145,5 +140,10 @@ def runlocal_task(cfg):
     )
 
 
+def main(argv=None):
+    """The command line (module docstring, `common.py`); returns the exit code."""
+    return common.main(get_config, description=__doc__, argv=argv, runlocal_task=runlocal_task)
+
+
 if __name__ == "__main__":
-    sys.exit(common.main(get_config, description=__doc__, runlocal_task=runlocal_task))
+    sys.exit(main())

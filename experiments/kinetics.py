@@ -31,14 +31,10 @@ writes `metrics.json` and exports the model. Expected: top-1 >= 0.85 (measured: 
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-
-from tl_keras import configs  # noqa: E402
+from experiments import common
+from tl_keras import configs
 
 DATASETS = ("kinetics400", "kinetics600")
 
@@ -107,6 +103,11 @@ def _flags(parser):
     parser.add_argument("--dataset", default="kinetics400", choices=DATASETS)
 
 
+def main(argv=None):
+    """The command line (module docstring, `common.py`); returns the exit code."""
+    return common.main(get_config, description=__doc__, argv=argv, extra_flags=_flags,
+                       experiment_kwargs=lambda a: {"dataset": a.dataset})
+
+
 if __name__ == "__main__":
-    sys.exit(common.main(get_config, description=__doc__, extra_flags=_flags,
-                         experiment_kwargs=lambda a: {"dataset": a.dataset}))
+    sys.exit(main())

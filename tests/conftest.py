@@ -1,5 +1,6 @@
 """Shared pytest set-up: quiet TensorFlow logs, fixed seeds, a clean Keras state per test."""
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,11 +15,30 @@ def _clean_keras_state():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    # Without Python's garbage collection: with TensorFlow loaded a full collection takes
+    # 1-2 s, which after every test was a large share of the suite's time. It runs once
+    # per test module instead (below).
+    keras.backend.clear_session(free_memory=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_per_module():
+    yield
+    gc.collect()
+
+
+# Every test has a time limit (pyproject.toml: `timeout`, for the default suite); the
+# `slow` checks (real training runs, benchmarks in quick mode) get a longer one unless
+# they set their own with `@pytest.mark.timeout(...)`.
+SLOW_TIMEOUT_S = 900
 
 
 def pytest_collection_modifyitems(config, items):
-    """`@pytest.mark.tf_only` tests are skipped under another Keras backend."""
+    """Time limits for `slow` tests; `@pytest.mark.tf_only` tests are skipped under
+    another Keras backend."""
+    for item in items:
+        if "slow" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
     if keras.backend.backend() == "tensorflow":
         return
     skip = pytest.mark.skip(reason=f"needs the TensorFlow backend (running {keras.backend.backend()})")

@@ -1,4 +1,5 @@
-"""One shared TestCase for tl_keras layers (in the spirit of keras-hub's `run_layer_test`)."""
+"""One shared TestCase for tl_keras layers and models (in the spirit of keras-hub's
+`run_layer_test` / `run_backbone_test`)."""
 
 import inspect
 import os
@@ -9,6 +10,20 @@ import numpy as np
 from keras import ops
 
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
+MODEL_CONFIG_KEYS = {"name", "trainable"}
+
+#: Tolerance of `run_model_test`'s mixed-precision check per policy, relative to the
+#: largest float32 output. bfloat16 keeps 8 bits of mantissa (4e-3 per rounding),
+#: float16 11 bits (5e-4); through the tiny test models (logits partly cancel in the
+#: head) the roundings add up to ~5e-2 (bfloat16) and ~1.2e-2 (float16) in the worst of
+#: many seeds, while a wrong cast, an overflow or a skipped layer is off by the outputs'
+#: whole scale.
+MIXED_PRECISION_TOLERANCE = {"mixed_bfloat16": 0.1, "mixed_float16": 0.03}
+
+#: Weights whose gradient is zero by construction (matched as substrings of the weight
+#: path): the TokenFuser's token-mixing bias adds one value per token to all channels,
+#: which the LayerNorm over channels after it removes (as in the reference).
+GRADIENT_FREE = ("token_mixing/bias",)
 
 
 def backend():
@@ -21,6 +36,64 @@ def to_numpy(x):
 
 def _as_tuple(x):
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def perturb_weights(model, scale=0.1, seed=0):
+    """Adds N(0, scale) noise to every trainable weight, so that zero-initialised heads,
+    fusers and batch-norm scales take part (and a re-initialising load would differ)."""
+    rng = np.random.default_rng(seed)
+    for w in model.trainable_weights:
+        w.assign(to_numpy(w) + rng.normal(0, scale, w.shape).astype(w.dtype))
+    return model
+
+
+def layers_of(model, cls):
+    """The layers of a functional model that are instances of `cls`, in order."""
+    return [layer for layer in model.layers if isinstance(layer, cls)]
+
+
+def gradients(model, inputs, weights=None, training=True):
+    """Gradients of `sum(model(inputs) * weights)` (fixed random `weights` by default)
+    with respect to the trainable variables, as NumPy arrays, on any backend (TF:
+    eagerly; JAX: one jitted `jax.grad`, much faster than op by op)."""
+    inputs = _as_tuple(inputs)
+    if weights is None:
+        shape = tuple(model(*inputs).shape)
+        weights = np.random.default_rng(3).normal(size=shape).astype("float32")
+    name = backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            out = model(*inputs, training=training)
+            loss = tf.reduce_sum(tf.cast(out, "float32") * weights)
+        return [to_numpy(g) for g in tape.gradient(loss, model.trainable_variables)]
+    if name == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss(values):
+            out, _ = model.stateless_call(values, non_trainable, *inputs, training=training)
+            return (out.astype("float32") * weights).sum()
+
+        return [np.asarray(g) for g in jax.jit(jax.grad(loss))(trainable)]
+    raise NotImplementedError(f"gradients: backend {name!r}")
+
+
+def predict(model, inputs):
+    """`model(*inputs)` in inference mode as NumPy; under JAX one jitted call (a fresh
+    model's first eager call compiles every op on its own)."""
+    inputs = _as_tuple(inputs)
+    if backend() != "jax":
+        return to_numpy(model(*inputs))
+    import jax
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    call = jax.jit(lambda t, n, *xs: model.stateless_call(t, n, *xs, training=False)[0])
+    return np.asarray(call(trainable, non_trainable, *inputs))
 
 
 class TestCase:
@@ -134,3 +207,136 @@ class TestCase:
             if np.array_equal(to_numpy(w), b)
         ]
         assert not unchanged, f"weights not updated by training: {unchanged}"
+
+    def run_model_test(
+        self,
+        cls,
+        init_kwargs,
+        input_data,
+        expected_output_shape,
+        model=None,
+        run_saving_check=True,
+        run_gradient_check=True,
+        mixed_precision=("mixed_bfloat16",),
+        float32_outputs=True,
+        gradient_free=GRADIENT_FREE,
+    ):
+        """Checks a model family class end to end (the model counterpart of
+        `run_layer_test`, used by every family's tests).
+
+        * config: `get_config()` holds exactly the constructor arguments (plus `name`,
+          `trainable`) with the values given;
+        * the symbolic output has `expected_output_shape` with a `None` batch;
+        * eager forward (weights perturbed first, see `perturb_weights`): the shape,
+          finite values;
+        * `.keras` save/load (no custom objects): same class and config, identical
+          outputs;
+        * mixed precision, per policy of `mixed_precision`: the same architecture built
+          under the policy with the float32 weights copied in computes in the policy's
+          dtype, keeps float32 variables and gives outputs within
+          `MIXED_PRECISION_TOLERANCE[policy] * max|float32 outputs|` of the float32
+          model's (and, with
+          `float32_outputs`, in float32: the families' logits); the global policy is
+          restored even on failure;
+        * (last, as training mode updates batch-norm statistics) every trainable weight
+          gets a finite, non-zero gradient of a scalar of the outputs, except those of
+          `gradient_free`, whose gradient must be negligible.
+
+        Args:
+            cls: the model class (`ViT`, `ViViT`, `X2Plus1D`).
+            init_kwargs: constructor arguments (a tiny configuration).
+            input_data: one input batch (NumPy).
+            expected_output_shape: the eager output shape.
+            model: an already built `cls(**init_kwargs)` (e.g. a shared fixture) to
+                check instead of building one; its weights get perturbed.
+            run_saving_check, run_gradient_check: run those parts.
+            mixed_precision: the policies to check (`"mixed_bfloat16"`,
+                `"mixed_float16"`); empty to skip.
+            float32_outputs: the outputs stay float32 under mixed precision.
+            gradient_free: substrings of the paths of weights without a gradient by
+                construction (default `GRADIENT_FREE`).
+
+        Returns the (perturbed) float32 model.
+        """
+        inputs = _as_tuple(input_data)
+        model = cls(**init_kwargs) if model is None else model
+        assert isinstance(model, cls), type(model)
+
+        # Config: exactly the constructor arguments.
+        config = model.get_config()
+        params = set(inspect.signature(cls.__init__).parameters) - {"self", "name", "kwargs"}
+        assert set(config) - MODEL_CONFIG_KEYS == params, (
+            f"get_config() keys {sorted(set(config) - MODEL_CONFIG_KEYS)} != "
+            f"constructor arguments {sorted(params)}"
+        )
+        for key, value in init_kwargs.items():
+            if hasattr(value, "to_config"):
+                value = value.to_config()
+            got = config[key]
+            if isinstance(value, (list, tuple)):
+                got, value = tuple(got), tuple(value)
+            assert got == value, f"get_config()[{key!r}] = {got!r}, expected {value!r}"
+
+        # Symbolic and eager output.
+        assert tuple(model.output.shape) == (None,) + tuple(expected_output_shape[1:]), (
+            model.output.shape
+        )
+        perturb_weights(model)
+        expected = to_numpy(model(*inputs))
+        assert expected.shape == tuple(expected_output_shape), expected.shape
+        assert np.all(np.isfinite(expected))
+
+        if run_saving_check:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "model.keras")
+                model.save(path)
+                loaded = keras.saving.load_model(path)
+            assert type(loaded) is cls, type(loaded)
+            assert loaded.get_config() == config
+            np.testing.assert_array_equal(to_numpy(loaded(*inputs)), expected)
+
+        for policy in mixed_precision:
+            self._check_model_mixed_precision(
+                cls, init_kwargs, model, inputs, expected, policy, float32_outputs
+            )
+
+        if run_gradient_check:
+            weights = np.random.default_rng(3).normal(size=expected.shape).astype("float32")
+            grads = gradients(model, inputs, weights)
+            names = [w.path for w in model.trainable_variables]
+            bad = [n for n, g in zip(names, grads) if not np.all(np.isfinite(g))]
+            assert not bad, f"non-finite gradients: {bad}"
+            free = [any(f in n for f in gradient_free) for n in names]
+            zero = [n for n, g, f in zip(names, grads, free) if not f and not np.any(g)]
+            assert not zero, f"weights without a gradient: {zero}"
+            largest = max(float(np.abs(g).max()) for g in grads)
+            leaking = [n for n, g, f in zip(names, grads, free)
+                       if f and np.abs(g).max() > 1e-4 * largest]
+            assert not leaking, f"gradients of gradient-free weights: {leaking}"
+        return model
+
+    def _check_model_mixed_precision(
+        self, cls, init_kwargs, model, inputs, expected, policy, float32_outputs
+    ):
+        tolerance = MIXED_PRECISION_TOLERANCE[policy]
+        previous = keras.config.dtype_policy()
+        try:
+            keras.config.set_dtype_policy(policy)
+            mixed = cls(**init_kwargs)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        compute = policy.split("_", 1)[1]
+        assert any(layer.compute_dtype == compute for layer in mixed.layers), policy
+        for w in mixed.weights:
+            assert keras.backend.standardize_dtype(w.dtype) == "float32", (w.path, w.dtype)
+        mixed.set_weights(model.get_weights())
+        out = predict(mixed, inputs)
+        if float32_outputs:
+            assert keras.backend.standardize_dtype(out.dtype) == "float32", (policy, out.dtype)
+        out = out.astype("float32")
+        scale = float(np.max(np.abs(expected)))
+        error = float(np.max(np.abs(out - expected)))
+        assert error <= tolerance * scale, (
+            f"{policy}: max |output - float32 output| = {error:.3g} > {tolerance} x "
+            f"{scale:.3g} (the largest float32 output)"
+        )

@@ -7,6 +7,9 @@ before it assigns anything, so a failed load changes no weight.
 
 Flax and Keras use the same layouts: Dense kernels `[in, out]`, Conv kernels
 `[kh, kw, in, out]`, LayerNorm `scale`/`bias` = Keras `gamma`/`beta`.
+
+This module depends on the models, never the other way round: the ViT -> ViViT weight
+transfer is the ViViT family's (`tl_keras.models.vivit.inflate`), re-exported here.
 """
 
 import os
@@ -15,9 +18,13 @@ import re
 import keras
 import numpy as np
 
-from tl_keras.layers.embeddings import resize_position_embedding, tile_position_embedding
 from tl_keras.layers.token_learner import TokenFuser, TokenLearner, TokenLearnerV1
 from tl_keras.layers.vector_attention import VectorAttention
+from tl_keras.models.vit.model import TransformerModel, adapt_position_embedding
+from tl_keras.models.vivit.inflate import (  # noqa: F401  (re-exported)
+    inflate_kernel,
+    transfer_vit_to_vivit,
+)
 
 _MAPPERS = {}
 
@@ -235,8 +242,6 @@ def _tokenlearner_module(layer):
 
 
 def _check_model(model, what):
-    from tl_keras.models._common import TransformerModel
-
     if not isinstance(model, TransformerModel):
         raise ValueError(
             f"{what}: expected a tl_keras ViT or ViViT model, got {type(model).__name__}."
@@ -298,12 +303,8 @@ def _tokenizer_map(kind, index, layer):
     }
 
 
-def _register_model_mappings():
-    from tl_keras.models.vit import ViT
-    from tl_keras.models.vivit import ViViT
-
-    for cls in (ViT, ViViT):
-        register_flax_mapping(cls)(lambda model: model_variable_map(model, naming="scenic"))
+# A whole ViT / ViViT maps to the Scenic names (`load_flax_params`, `export_flax_params`).
+register_flax_mapping(TransformerModel)(lambda model: model_variable_map(model, naming="scenic"))
 
 
 def _as_flat_params(source):
@@ -320,47 +321,6 @@ def _detect_naming(params):
         if "/MultiHeadDotProductAttention_0/" in key or "/MlpBlock_0/" in key:
             return "scenic"
     return "npz"
-
-
-def _inflate_kernel(kernel, frames, kernel_init):
-    """2-D patch kernel `[ph, pw, 3, C]` -> 3-D `[t, ph, pw, 3, C]`."""
-    if kernel_init == "central_frame":
-        out = np.zeros((frames,) + kernel.shape, dtype=np.float32)
-        out[frames // 2] = kernel
-        return out
-    if kernel_init == "average":
-        return np.tile(kernel[None], (frames, 1, 1, 1, 1)) / frames
-    raise ValueError(
-        f"load_vit_npz: `kernel_init` must be 'central_frame' or 'average', got {kernel_init!r}."
-    )
-
-
-def _adapt_position_embedding(posemb, ckpt_prefix, r):
-    """Checkpoint `[1, P + n, C]` -> the model's `[1, P' + T'*gh*gw, C]`."""
-    prefix = posemb[:, :ckpt_prefix]
-    if r.num_prefix_tokens and not ckpt_prefix:
-        return None  # the model needs a class-token row that the checkpoint lacks
-    prefix = prefix[:, : r.num_prefix_tokens]
-    grid = posemb[:, ckpt_prefix:]
-    frames = r.frames or 1
-    per_frame = r.grid[0] * r.grid[1]
-    if grid.shape[1] != frames * per_frame:
-        if grid.shape[1] == per_frame:
-            grid = tile_position_embedding(grid, frames)
-        elif frames > 1 and grid.shape[1] % frames == 0 and _is_square(grid.shape[1] // frames):
-            # A video checkpoint on another grid: resize every frame.
-            n = grid.shape[1] // frames
-            grid = np.concatenate(
-                [resize_position_embedding(grid[:, t * n:(t + 1) * n], r.grid)
-                 for t in range(frames)], axis=1)
-        elif _is_square(grid.shape[1]):
-            grid = tile_position_embedding(resize_position_embedding(grid, r.grid), frames)
-    return np.concatenate([prefix, grid], axis=1)
-
-
-def _is_square(n):
-    side = int(round(np.sqrt(n)))
-    return side * side == n
 
 
 def load_vit_npz(model, source, kernel_init="central_frame", strict=True):
@@ -413,7 +373,7 @@ def load_vit_npz(model, source, kernel_init="central_frame", strict=True):
         params.pop("cls")
     pos_name = "Transformer/posembed_input/pos_embedding"
     if pos_name in params and pos_name in variable_map:
-        adapted = _adapt_position_embedding(
+        adapted = adapt_position_embedding(
             np.asarray(params[pos_name], np.float32), ckpt_prefix, r
         )
         if adapted is not None:
@@ -422,8 +382,8 @@ def load_vit_npz(model, source, kernel_init="central_frame", strict=True):
     # Patch kernel inflation for video.
     kernel = params.get("embedding/kernel")
     if r.family == "vivit" and kernel is not None and np.ndim(kernel) == 4:
-        params["embedding/kernel"] = _inflate_kernel(
-            np.asarray(kernel, np.float32), r.tubelet_size, kernel_init
+        params["embedding/kernel"] = inflate_kernel(
+            kernel, r.tubelet_size, kernel_init, owner="load_vit_npz"
         )
 
     # Head and pre-logits: used only when they fit.
@@ -497,26 +457,3 @@ def export_flax_params(layer):
     return unflatten_params(
         {k: np.asarray(keras.ops.convert_to_numpy(v)) for k, v in flax_variable_map(layer).items()}
     )
-
-
-def transfer_vit_to_vivit(vit_model, vivit_model, kernel_init="central_frame"):
-    """Copies a ViT's weights into a ViViT of the same width and depth (see
-    `tl_keras.models.vivit_from_vit`). A video TokenFuser that mixes all `T*S` tokens gets
-    the image fuser's `S x S` mixing on its block diagonal."""
-    params = vit_npz_params(vit_model)
-    fusers = {}
-    for layer in vivit_model.layers:
-        if isinstance(layer, TokenFuser) and layer.token_mixing.kernel.shape[0] != (
-            vit_model.get_layer(layer.name).token_mixing.kernel.shape[0]
-        ):
-            fusers[layer.name] = layer
-    for name, layer in fusers.items():
-        prefix = f"Transformer/TokenFuser_{name.rsplit('_', 1)[1]}/Dense_0"
-        kernel, bias = params[f"{prefix}/kernel"], params[f"{prefix}/bias"]
-        frames = layer.token_mixing.kernel.shape[0] // kernel.shape[0]
-        params[f"{prefix}/kernel"] = np.kron(np.eye(frames, dtype=np.float32), kernel)
-        params[f"{prefix}/bias"] = np.tile(bias, frames)
-    return load_vit_npz(vivit_model, params, kernel_init=kernel_init)
-
-
-_register_model_mappings()

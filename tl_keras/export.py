@@ -1,13 +1,16 @@
-"""Serving export: a TF Serving SavedModel with pre-processing inside, and a `.keras` archive.
+"""Serving export: a TF Serving SavedModel with pre-processing inside, a `.keras` archive,
+and the trainer's export of a run (`export_model`).
 
 ```python
 from tl_keras import export
 export.export_saved_model(model, "out/saved_model", class_names=names, min_resize=256)
 export.save_keras(model, "out/model.keras")
+export.export_model(model, "run/export/600", config=config)  # both, options from the config
 ```
 
-The SavedModel is written with `keras.export.ExportArchive` (a plain `tf.saved_model.save`
-of a Keras 3 model does not load in the session-based loader TF Serving uses; DESIGN §10).
+The SavedModel is written with `keras.export.ExportArchive`: a plain `tf.saved_model.save`
+of a Keras 3 model does not load in the TF1 session-based loader that TF Serving (and
+`saved_model_cli run`) uses, an `ExportArchive` with explicit endpoints does.
 It has three signatures, for an image model (input `[B, H, W, 3]`) or a video model (input
 `[B, T, H, W, 3]`; the kind is read from the model's input):
 
@@ -19,11 +22,11 @@ It has three signatures, for an image model (input `[B, H, W, 3]`) or a video mo
 
 Any height and width are accepted; T must be the model's frame count. Inside the graph the
 input is checked (rank, channels, frame count, image format, header size), then resized and
-cropped exactly as in evaluation (`tl_keras.data`: short side resized to `min_resize`,
-centre crop to the model's size, then `normalization`), and classified. Every signature
-returns `logits` float32 `[B, K]`, `probabilities` float32 `[B, K]` (softmax, or sigmoid for
-a multi-label model), `top_k_indices` int32 `[B, k]` and `top_k_labels` string `[B, k]`
-(the class names when given, else the indices as strings), `k = min(top_k, K)`.
+cropped exactly as in evaluation (`tl_keras.data.preprocessing`: short side resized to
+`min_resize`, centre crop to the model's size, then `normalization`), and classified. Every
+signature returns `logits` float32 `[B, K]`, `probabilities` float32 `[B, K]` (softmax, or
+sigmoid for a multi-label model), `top_k_indices` int32 `[B, k]` and `top_k_labels` string
+`[B, k]` (the class names when given, else the indices as strings), `k = min(top_k, K)`.
 
 The input placeholders have an unknown rank on purpose: TF Serving's C++ session does not
 check fed shapes against the placeholder, so every check is made in the graph, with a
@@ -35,6 +38,10 @@ class names.
 `rest_predict(signature, body)` maps a TF Serving REST body (`{"instances": ...}` or
 `{"inputs": ...}`, `{"b64": ...}` for bytes) onto a loaded signature and returns the
 response TF Serving would send: a local stand-in to test clients against.
+
+`Preprocessing`, `preprocessing_for`, `preprocess` and `preprocess_encoded` live in
+`tl_keras.data.preprocessing`; they are re-exported here because `export_saved_model`
+takes a `Preprocessing`.
 """
 
 from __future__ import annotations
@@ -45,22 +52,33 @@ import json
 import os
 from typing import Optional, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from tl_keras.data import synthetic
 from tl_keras.data.parsers import DEFAULT_MAX_FRAME_PIXELS
+from tl_keras.data.preprocessing import (
+    Preprocessing,
+    model_input_shape,
+    preprocess,
+    preprocess_encoded,
+    preprocessing_for,
+)
 
 __all__ = [
-    "Preprocessing",
-    "preprocessing_for",
-    "preprocess",
-    "preprocess_encoded",
     "export_saved_model",
     "save_keras",
+    "export_model",
     "serving_options_from_config",
     "rest_predict",
     "SIGNATURES",
     "SERVING_INFO_FILE",
+    # Re-exported from tl_keras.data.preprocessing:
+    "Preprocessing",
+    "preprocessing_for",
+    "preprocess",
+    "preprocess_encoded",
 ]
 
 SIGNATURES = ("serving_default", "serve_uint8", "serve_encoded")
@@ -70,251 +88,6 @@ MAX_FRAME_PIXELS = DEFAULT_MAX_FRAME_PIXELS
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# --------------------------------------------------------------------------------------
-# Pre-processing: the evaluation ops of tl_keras.data, on a batch.
-# --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-    """How raw pixels become model input: exactly the evaluation pipeline of `tl_keras.data`.
-
-    Attributes:
-        kind: `"image"` (input `[B, H, W, 3]`) or `"video"` (`[B, T, H, W, 3]`).
-        crop_size: side of the model input (the centre crop).
-        num_frames: T of a video model (None for images).
-        min_resize: the shorter side is resized to this before the centre crop (image
-            evaluation: `ImageParser`'s `resize_size`; video: `VideoParser`'s `min_resize`).
-        normalization: `"[-1,1]"`, `"[0,1]"`, `"imagenet"` or `(mean, std)`, as in the data
-            pipeline.
-        eval_split: video only: `"test"` (default; `VideoParser(split="test")` with one view:
-            resize the whole frame, then centre crop; the same as image evaluation) or
-            `"validation"` (`VideoParser(split="validation")`: crop the centre window of
-            `crop_size * shorter / min_resize` pixels, then resize it to `crop_size`).
-    """
-
-    kind: str
-    crop_size: int
-    min_resize: int
-    num_frames: Optional[int] = None
-    normalization: object = "[-1,1]"
-    eval_split: str = "test"
-
-    def __post_init__(self):
-        from tl_keras.data.parsers import resolve_normalization
-
-        if self.kind not in ("image", "video"):
-            raise ValueError(f"Preprocessing: kind={self.kind!r}, expected 'image' or 'video'.")
-        for name in ("crop_size", "min_resize"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Preprocessing: {name}={value!r} must be a positive int.")
-        if self.crop_size > self.min_resize:
-            raise ValueError(
-                f"Preprocessing: crop_size={self.crop_size} is larger than min_resize="
-                f"{self.min_resize} (the shorter side after resizing); use min_resize >= "
-                f"crop_size, as the evaluation pipeline requires."
-            )
-        if self.kind == "video":
-            if isinstance(self.num_frames, bool) or not isinstance(self.num_frames, int) or (
-                self.num_frames < 1
-            ):
-                raise ValueError(
-                    f"Preprocessing: a video needs num_frames >= 1, got {self.num_frames!r}."
-                )
-        elif self.num_frames is not None:
-            raise ValueError("Preprocessing: num_frames is for video; set it to None for images.")
-        if self.eval_split not in ("test", "validation"):
-            raise ValueError(
-                f"Preprocessing: eval_split={self.eval_split!r}, expected 'test' or 'validation'."
-            )
-        norm = self.normalization
-        if isinstance(norm, list):
-            norm = tuple(tuple(v) if isinstance(v, list) else v for v in norm)
-            object.__setattr__(self, "normalization", norm)
-        resolve_normalization(norm)  # raises ValueError for a bad value
-
-    @property
-    def mean_std(self):
-        from tl_keras.data.parsers import resolve_normalization
-
-        return resolve_normalization(self.normalization)
-
-    @property
-    def input_shape(self):
-        """Shape of the model input (without the batch)."""
-        c = self.crop_size
-        if self.kind == "image":
-            return (c, c, 3)
-        return (self.num_frames, c, c, 3)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-def _model_input_shape(model):
-    inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1:
-        raise ValueError(
-            "export: the model must have exactly one input (images [B, H, W, 3] or videos "
-            f"[B, T, H, W, 3]); got {len(inputs or [])} inputs."
-        )
-    return tuple(inputs[0].shape)
-
-
-def preprocessing_for(
-    model,
-    *,
-    input_kind=None,
-    min_resize=None,
-    crop_size=None,
-    normalization="[-1,1]",
-    eval_split="test",
-):
-    """The `Preprocessing` of `model`: kind, crop and frame count from its input shape.
-
-    `min_resize` defaults to `round(crop / 0.875)` (the evaluation default: 256 for 224,
-    37 for 32); `crop_size`, when given, must equal the model's input side.
-    """
-    shape = _model_input_shape(model)
-    rank = len(shape)
-    kind = {4: "image", 5: "video"}.get(rank)
-    if kind is None:
-        raise ValueError(
-            f"export: the model input {shape} is neither images [B, H, W, 3] nor videos "
-            "[B, T, H, W, 3]."
-        )
-    if input_kind is not None and input_kind != kind:
-        raise ValueError(
-            f"export: input_kind={input_kind!r}, but the model input {shape} is {kind}."
-        )
-    h, w, channels = shape[-3:]
-    if channels != 3 or h is None or w is None:
-        raise ValueError(f"export: the model input must be RGB with a fixed size; got {shape}.")
-    if h != w:
-        raise ValueError(
-            f"export: the model input is {h}x{w}; the evaluation pipeline (and this export) "
-            "takes square centre crops."
-        )
-    if crop_size is not None and crop_size != h:
-        raise ValueError(
-            f"export: crop_size={crop_size} differs from the model's input size {h}; the "
-            "serving graph crops to the model's input size."
-        )
-    num_frames = None
-    if kind == "video":
-        num_frames = shape[1]
-        if num_frames is None:
-            raise ValueError(f"export: the video model's frame count must be fixed; got {shape}.")
-    if min_resize is None:
-        min_resize = int(round(h / 0.875))
-    return Preprocessing(
-        kind=kind,
-        crop_size=int(h),
-        min_resize=int(min_resize),
-        num_frames=num_frames,
-        normalization=normalization,
-        eval_split=eval_split,
-    )
-
-
-def _normalize(frames, prep):
-    from tl_keras.data import video_ops
-
-    mean, std = prep.mean_std
-    return video_ops.normalize(frames, mean, std)
-
-
-def _resize_and_crop(frames, prep):
-    """`[N, H, W, 3]` (N frames of one size) -> float32 `[N, c, c, 3]`, not normalised."""
-    from tl_keras.data import video_ops
-
-    c = prep.crop_size
-    if prep.kind == "video" and prep.eval_split == "validation":
-        # VideoParser(split="validation"): the centre window that becomes the crop after the
-        # short-side resize, cut first, then resized to c x c (`_validation_video`,
-        # `_resize_to_crop`).
-        shape = tf.shape(frames)
-        h, w = shape[1], shape[2]
-        scale = float(prep.min_resize) / tf.cast(tf.minimum(h, w), tf.float32)
-        window = tf.maximum(tf.cast(tf.round(c / scale), tf.int32), 1)
-        win_h, win_w = tf.minimum(window, h), tf.minimum(window, w)
-        y, x = (h - win_h) // 2, (w - win_w) // 2
-        frames = frames[:, y : y + win_h, x : x + win_w, :]
-        shape = tf.shape(frames)
-        frames = tf.cond(
-            tf.logical_and(tf.equal(shape[1], c), tf.equal(shape[2], c)),
-            lambda: tf.cast(frames, tf.float32),
-            lambda: tf.image.resize(frames, [c, c]),
-        )
-        return tf.ensure_shape(frames, [None, c, c, 3])
-    # ImageParser evaluation and VideoParser(split="test"): resize the shorter side, then
-    # the centre crop.
-    frames = video_ops.resize_smallest(frames, prep.min_resize)
-    return video_ops.center_crop(frames, c)
-
-
-def preprocess(pixels, prep):
-    """Decoded pixels in [0, 255] (uint8 or float) -> the model input, as in evaluation.
-
-    Images `[B, H, W, 3]` -> float32 `[B, c, c, 3]`; videos `[B, T, H, W, 3]` ->
-    `[B, T, c, c, 3]`. All examples of a batch share one size (that of the tensor).
-    """
-    pixels = tf.convert_to_tensor(pixels)
-    if prep.kind == "image":
-        return _normalize(_resize_and_crop(pixels, prep), prep)
-    shape = tf.shape(pixels)
-    c, t = prep.crop_size, prep.num_frames
-    frames = tf.reshape(pixels, tf.concat([[-1], shape[2:]], 0))  # [B*T, H, W, 3]
-    frames = _normalize(_resize_and_crop(frames, prep), prep)
-    return tf.reshape(frames, [-1, t, c, c, 3])
-
-
-def _video_parser(prep):
-    from tl_keras.data.parsers import VideoParser
-
-    return VideoParser(
-        split=prep.eval_split,
-        num_frames=prep.num_frames,
-        stride=1,
-        crop_size=prep.crop_size,
-        min_resize=prep.min_resize,
-        num_classes=1,
-        normalization=prep.normalization,
-    )
-
-
-def preprocess_encoded(encoded, prep):
-    """Encoded input -> the model input, as in evaluation.
-
-    Images: string `[B]` of JPEG/PNG -> `[B, c, c, 3]` (decoded, then `preprocess`).
-    Videos: string `[B, T]` of JPEG frames -> `[B, T, c, c, 3]` through the evaluation
-    parser itself (`VideoParser.decode_video`, which for `eval_split="validation"` decodes
-    only the centre window of each frame).
-    """
-    encoded = tf.convert_to_tensor(encoded, tf.string)
-    c = prep.crop_size
-    if prep.kind == "image":
-
-        def one(data):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)  # [H, W, 3]
-            return preprocess(image[None], prep)[0]
-
-        return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([c, c, 3], tf.float32))
-    parser = _video_parser(prep)
-    seed = tf.zeros([2], tf.int64)  # evaluation splits draw no random numbers
-
-    def one_video(frames):  # [T] JPEG strings
-        shape = tf.image.extract_jpeg_shape(frames[0])
-        return parser.decode_video(frames, shape, seed)
-
-    return tf.map_fn(
-        one_video,
-        encoded,
-        fn_output_signature=tf.TensorSpec([prep.num_frames, c, c, 3], tf.float32),
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -537,8 +310,6 @@ def export_saved_model(
     Returns:
         `path`.
     """
-    import keras
-
     prep = preprocessing or preprocessing_for(
         model,
         input_kind=input_kind,
@@ -547,10 +318,10 @@ def export_saved_model(
         normalization=normalization,
         eval_split=eval_split,
     )
-    if prep.input_shape != _model_input_shape(model)[1:]:
+    model_shape = model_input_shape(model)[1:]
+    if prep.input_shape != model_shape:
         raise ValueError(
-            f"export: preprocessing gives {prep.input_shape}, the model takes "
-            f"{_model_input_shape(model)[1:]}."
+            f"export: preprocessing gives {prep.input_shape}, the model takes {model_shape}."
         )
     num_classes = _num_classes(model)
     labels = _check_class_names(class_names, num_classes)
@@ -625,6 +396,45 @@ def save_keras(model, path):
     return path
 
 
+def _is_pixel_model(model):
+    """An image `[B, H, W, 3]` or video `[B, T, H, W, 3]` model of known frame size."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        return False
+    shape = tuple(inputs[0].shape)
+    return len(shape) in (4, 5) and shape[-1] == 3 and None not in shape[1:]
+
+
+def export_model(model, directory, saved_model=True, keras_archive=True, config=None):
+    """The trainer's export of a run: writes `model` under `directory`; returns
+    `{"saved_model": path, "keras": path}` (the formats written).
+
+    * `directory/saved_model/`: for image and video models `export_saved_model`, with the
+      evaluation pre-processing of the run's config inside the graph; for any other model
+      Keras' own `model.export` (a `serve` endpoint);
+    * `directory/model.keras`: `save_keras`.
+
+    `config`: the run's resolved config (`tl_keras.configs.Config` or its dict), from which
+    the serving pre-processing, multi-label flag and class names are taken
+    (`serving_options_from_config`).
+    """
+    tf.io.gfile.makedirs(directory)
+    paths = {}
+    if saved_model:
+        path = os.path.join(directory, "saved_model")
+        if _is_pixel_model(model):
+            options = serving_options_from_config(config, model) if config else {}
+            export_saved_model(model, path, **options)
+        else:  # any other Keras model: Keras' own `serve` endpoint
+            model.export(path, format="tf_saved_model", verbose=False)
+        paths["saved_model"] = path
+    if keras_archive:
+        path = os.path.join(directory, "model.keras")
+        save_keras(model, path)
+        paths["keras"] = path
+    return paths
+
+
 # --------------------------------------------------------------------------------------
 # Options from a training run.
 # --------------------------------------------------------------------------------------
@@ -654,11 +464,9 @@ def serving_options_from_config(config, model=None):
     options["multilabel"] = loss == "sigmoid" or (loss in (None, "auto") and multilabel)
     dataset = data.get("dataset")
     if dataset in ("synthetic_single", "synthetic_multi"):
-        from tl_keras.data import synthetic
-
         options["class_names"] = list(synthetic.class_names(dataset.split("_", 1)[1]))
     if model is not None:
-        shape = _model_input_shape(model)
+        shape = model_input_shape(model)
         crop = data.get("crop_size")
         if crop and crop != shape[-2]:
             raise ValueError(

@@ -26,7 +26,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional, Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from tl_keras import data as data_lib
 
 __all__ = [
     "BIAS_CONSTANT",
@@ -248,8 +253,6 @@ def feature_model(model):
     """The model up to its pre-logits: the input of the `head` layer (tl_keras models;
     ViT/ViViT: the pooled, optionally `pre_logits`, feature; X(2+1)D: the FC features), or
     the model itself when it has no `head` (built with `include_top=False`)."""
-    import keras
-
     try:
         head = model.get_layer("head")
     except ValueError:
@@ -272,8 +275,6 @@ def extract_features(model, inputs, *, batch_size=32, labels_too=False):
     (`x` or `(x, y)`). With `labels_too=True` (dataset of `(x, y)`) returns
     `(features, labels)` where one-hot labels are turned into indices.
     """
-    from keras import ops
-
     features_fn = feature_model(model)
     feats, labels = [], []
     if hasattr(inputs, "shape"):
@@ -335,8 +336,6 @@ def _collect(elements, num_classes, per_class, limit=None):
 
 
 def _features_of(model, examples, make_input, batch_size):
-    import tensorflow as tf
-
     if not examples:
         raise ValueError("few-shot: no examples were read.")
     xs = [x for x, _ in examples]
@@ -366,14 +365,12 @@ def tfds_features(
 
     The training pool keeps at most `pool_per_class` examples per class (reading stops once
     every class is full); the test split at most `max_test_examples`. Images (JPEG/PNG,
-    grey or RGB) are pre-processed as in evaluation (`tl_keras.export.preprocess_encoded`
-    with `preprocessing`, default `preprocessing_for(model)`).
+    grey or RGB) are pre-processed as in evaluation (`tl_keras.data.preprocess_encoded`
+    with `preprocessing`, default `tl_keras.data.preprocessing_for(model)`).
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # optional (extra "test"): only for TFDS datasets
 
-    from tl_keras import export
-
-    prep = preprocessing or export.preprocessing_for(model)
+    prep = preprocessing or data_lib.preprocessing_for(model)
     if prep.kind != "image":
         raise ValueError(
             f"few-shot: {name!r} is an image dataset; the model takes {prep.kind} input."
@@ -406,7 +403,7 @@ def tfds_features(
         return _collect(((x.numpy(), y.numpy()) for x, y in ds), num_classes, per_class, limit)
 
     def make_input(encoded):
-        return export.preprocess_encoded(encoded[None], prep)[0]
+        return data_lib.preprocess_encoded(encoded[None], prep)[0]
 
     train = read(train_split, pool_per_class, None)
     test = read(test_split, None, max_test_examples)
@@ -429,15 +426,12 @@ def synthetic_features(
     single-label variant): its train split is the pool, its validation split the test set.
     Clips are sampled and pre-processed by the evaluation pipeline (`video_dataset`) at
     the model's frame count and size."""
-    from tl_keras import data as data_lib
-    from tl_keras import export
-
     if name not in SYNTHETIC:
         raise ValueError(
             f"few-shot: built-in dataset {name!r} unknown; few-shot classification needs a "
             f"single-label one: {sorted(SYNTHETIC)}."
         )
-    prep = preprocessing or export.preprocessing_for(model)
+    prep = preprocessing or data_lib.preprocessing_for(model)
     if prep.kind != "video":
         raise ValueError(
             f"few-shot: {name!r} is a video dataset; the model takes {prep.kind} input."

@@ -28,6 +28,9 @@ import zlib
 from typing import Optional, Sequence
 
 import numpy as np
+from keras import ops
+
+from tl_keras.layers import TokenLearner, TokenLearnerV1
 
 __all__ = [
     "tokenlearner_layers",
@@ -45,22 +48,19 @@ log = logging.getLogger("tl_keras.visualize")
 # --------------------------------------------------------------------------------------
 
 
-def _map_layer_classes():
-    from tl_keras.layers import TokenLearner, TokenLearnerV1
-
-    return (TokenLearner, TokenLearnerV1)
+# The layers whose `attention_maps` are drawn.
+_MAP_LAYERS = (TokenLearner, TokenLearnerV1)
 
 
 def tokenlearner_layers(model):
     """`[(path, layer)]` of every TokenLearner / TokenLearnerV1 inside `model`, in model
     order, at any nesting depth (path: e.g. `tokenlearner_0`,
     `res5_unit0/module_b/tokenlearner/token_learner`)."""
-    classes = _map_layer_classes()
-    if isinstance(model, classes):
+    if isinstance(model, _MAP_LAYERS):
         return [(model.name, model)]
     found = []
     for layer in _all_layers(model):
-        if isinstance(layer, classes):
+        if isinstance(layer, _MAP_LAYERS):
             found.append((getattr(layer, "path", None) or layer.name, layer))
     return found
 
@@ -148,8 +148,6 @@ def token_maps(model, inputs, *, layers: Optional[Sequence[str]] = None):
         sigmoid maps for `TokenLearnerV1`. A layer called twice gives `path`, `path:1`.
         Raises ValueError when the model has no TokenLearner.
     """
-    from keras import ops
-
     found = tokenlearner_layers(model)
     if layers is not None:
         wanted = set(layers)

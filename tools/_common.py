@@ -11,7 +11,15 @@ from __future__ import annotations
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+
+import keras  # noqa: E402
+
+import tl_keras.models  # noqa: E402,F401  (registers the model classes for load_model)
+from tl_keras import configs, export  # noqa: E402
+from tl_keras import data as data_lib  # noqa: E402
+from tl_keras.train import checkpoint as ckpt_lib  # noqa: E402
+from tl_keras.train import tasks  # noqa: E402
 
 
 class ToolError(Exception):
@@ -33,12 +41,6 @@ def read_config(workdir):
 def model_from_workdir(workdir, checkpoint=None):
     """`(model, config dict, checkpoint path, step)`: the run's model (float32, one device)
     with the weights of `checkpoint` (default: the newest in `workdir/checkpoints`)."""
-    import keras
-
-    from tl_keras import configs
-    from tl_keras.train import checkpoint as ckpt_lib
-    from tl_keras.train import tasks
-
     config = read_config(workdir)
     try:
         cfg = configs.from_dict(configs.Config, config)
@@ -70,10 +72,6 @@ def load_model(spec, checkpoint=None):
         raise ToolError(f"--model={spec}: expected a .keras file or a training run directory.")
     if not os.path.exists(spec):
         raise ToolError(f"--model={spec}: no such file.")
-    import keras
-
-    import tl_keras.models  # noqa: F401  (registers the model classes for load_model)
-
     return keras.saving.load_model(spec), None, spec
 
 
@@ -89,9 +87,7 @@ def add_preprocessing_flags(parser):
 
 
 def preprocessing(model, config, args):
-    """The model's `tl_keras.export.Preprocessing`: the run's config, overridden by flags."""
-    from tl_keras import export
-
+    """The model's `tl_keras.data.Preprocessing`: the run's config, overridden by flags."""
     options = export.serving_options_from_config(config, model) if config else {}
     kwargs = {
         "min_resize": args.min_resize or options.get("min_resize"),
@@ -99,7 +95,7 @@ def preprocessing(model, config, args):
         "eval_split": args.eval_split or options.get("eval_split", "test"),
     }
     try:
-        return export.preprocessing_for(model, **kwargs)
+        return data_lib.preprocessing_for(model, **kwargs)
     except ValueError as e:
         raise ToolError(str(e)) from None
 

@@ -19,9 +19,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # tools/_common.py: the script's own directory is on sys.path
 
-import _common  # noqa: E402
+from tl_keras import export
 
 FORMATS = ("saved_model", "keras")
 
@@ -64,8 +64,6 @@ def main(argv=None):
                 raise _common.ToolError("--model needs --output=DIR.")
             model, config, source = _common.load_model(args.model)
             output = args.output
-        from tl_keras import export
-
         options = export.serving_options_from_config(config, model) if config else {}
         prep = _common.preprocessing(model, config, args)
         class_names = _common.read_class_names(args.class_names) or options.get("class_names")

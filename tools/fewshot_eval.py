@@ -14,7 +14,7 @@ averaged over `--seeds`. Prints a table and writes JSON (`--output`, default
 Datasets: any TFDS image classification dataset (`image` / `label` features) prepared in
 `--data_dir`, or the built-in `synthetic_single` videos (`tl_keras.data.synthetic`, for
 video models). Images and clips are pre-processed as in evaluation (see
-`tl_keras/export.py`). Reading the training split stops once every class has
+`tl_keras/data/preprocessing.py`). Reading the training split stops once every class has
 `--pool_per_class` examples (default: held-out + 2 x the largest shot count).
 """
 
@@ -24,9 +24,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # tools/_common.py: the script's own directory is on sys.path
 
-import _common  # noqa: E402
+from tl_keras import fewshot
 
 
 def _shots(text):
@@ -74,8 +74,6 @@ def main(argv=None):
             raise _common.ToolError("--seeds and --holdout_per_class must be >= 1.")
         model, config, source = _common.load_model(args.model, args.checkpoint)
         prep = _common.preprocessing(model, config, args)
-        from tl_keras import fewshot
-
         pool = args.pool_per_class or (args.holdout_per_class + 2 * max(args.shots))
         if pool < args.holdout_per_class + max(args.shots):
             raise _common.ToolError(

@@ -10,7 +10,7 @@ per token and one column per frame, over the input frames.
 image (JPEG/PNG), a video file (decoded with PyAV: `pip install av`), or a TFRecord file of
 DMVR video records (`tf.train.SequenceExample`) or ImageNet-style image records
 (`tf.train.Example` with `image/encoded`); `--example` picks the record. The input is
-pre-processed exactly as in evaluation (`tl_keras.export`): a video's middle clip of the
+pre-processed exactly as in evaluation (`tl_keras.data.preprocessing`): a video's middle clip of the
 model's frame count every `--stride` frames, shorter side resized, centre crop, normalised.
 Every TokenLearner layer of the model gets one block of the grid (`--layer` picks one).
 """
@@ -19,9 +19,12 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # tools/_common.py: the script's own directory is on sys.path
+import tensorflow as tf
 
-import _common  # noqa: E402
+from tl_keras import data as data_lib
+from tl_keras import visualize
+from tl_keras.data import decoders, video_ops, writer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -48,8 +51,6 @@ def parse_args(argv=None):
 
 
 def _read_record(path, index):
-    import tensorflow as tf
-
     count = 0
     for record in tf.data.TFRecordDataset(path):
         if count == index:
@@ -59,18 +60,13 @@ def _read_record(path, index):
 
 
 def _clip(num_total, prep, stride):
-    from tl_keras.data import video_ops
-
+    """The middle clip's frame indices, as `VideoParser(split="validation"/"test")` samples
+    one clip: int32 `[T]`."""
     return video_ops.middle_clip_indices(num_total, prep.num_frames, stride)
 
 
 def load_input(path, prep, *, example=0, stride=1):
     """The model input `[1, ...]` for `path`, pre-processed as in evaluation."""
-    import tensorflow as tf
-
-    from tl_keras import export
-    from tl_keras.data import decoders
-
     if not os.path.exists(path):
         raise _common.ToolError(f"--input={path}: no such file.")
     lower = path.lower()
@@ -81,15 +77,13 @@ def load_input(path, prep, *, example=0, stride=1):
                 "frames (give a video file or a TFRecord of video records)."
             )
         with open(path, "rb") as f:
-            return export.preprocess_encoded(tf.constant([f.read()]), prep).numpy()
+            return data_lib.preprocess_encoded(tf.constant([f.read()]), prep).numpy()
     if lower.endswith(VIDEO_EXTENSIONS):
         if prep.kind != "video":
             raise _common.ToolError(f"--input={path} is a video; the model takes images.")
-        from tl_keras.data import writer
-
         frames = writer.decode_video(path)  # uint8 [N, H, W, 3]
         idx = _clip(len(frames), prep, stride).numpy()
-        return export.preprocess(frames[idx][None], prep).numpy()
+        return data_lib.preprocess(frames[idx][None], prep).numpy()
     # A TFRecord file: a DMVR video record or an image record.
     record = _read_record(path, example)
     try:
@@ -103,7 +97,7 @@ def load_input(path, prep, *, example=0, stride=1):
                 f"record {example} of {path} is a video; the model takes images."
             )
         encoded = tf.gather(frames, _clip(tf.size(frames), prep, stride))
-        return export.preprocess_encoded(encoded[None], prep).numpy()
+        return data_lib.preprocess_encoded(encoded[None], prep).numpy()
     try:
         image = decoders.ImageDecoder().decode(record)["image"]
     except tf.errors.InvalidArgumentError:
@@ -115,7 +109,7 @@ def load_input(path, prep, *, example=0, stride=1):
         )
     if prep.kind != "image":
         raise _common.ToolError(f"record {example} of {path} is an image; the model takes videos.")
-    return export.preprocess_encoded(image[None], prep).numpy()
+    return data_lib.preprocess_encoded(image[None], prep).numpy()
 
 
 def main(argv=None):
@@ -125,8 +119,6 @@ def main(argv=None):
         prep = _common.preprocessing(model, config, args)
         stride = args.stride or ((config or {}).get("data", {}).get("stride") or 1)
         x = load_input(args.input, prep, example=args.example, stride=stride)
-        from tl_keras import visualize
-
         if not visualize.tokenlearner_layers(model):
             raise _common.ToolError(f"the model {model.name!r} has no TokenLearner layer.")
         path = visualize.write_token_maps(

@@ -196,3 +196,39 @@ def test_normalize_ranges():
     np.testing.assert_allclose(
         out, [(0 - 0.5) / 0.5, (1 - 0.5) / 0.25, (0.2 - 0.2) / 0.1], atol=1e-6
     )
+
+
+# -- the evaluation crop window (shared by VideoParser and the serving pre-processing) -----------
+
+
+def test_center_crop_window_is_the_crop_of_the_resized_frame():
+    # 40 x 60 frame, shorter side 40 -> 20 (scale 1/2), crop 8: a 16 x 16 window, centred.
+    window = both(lambda h, w: ops.center_crop_window(h, w, 20, 8), 40, 60)
+    np.testing.assert_array_equal(window, [12, 22, 16, 16])
+    # Portrait; the window rounds (crop 7 of 20: 14 of 40) and is centred on the longer side.
+    window = both(lambda h, w: ops.center_crop_window(h, w, 20, 7), 60, 40)
+    np.testing.assert_array_equal(window, [23, 13, 14, 14])
+    # Upscaling: shorter side 10 -> 20, crop 20: a window of the whole shorter side.
+    window = both(lambda h, w: ops.center_crop_window(h, w, 20, 20), 10, 16)
+    np.testing.assert_array_equal(window, [0, 3, 10, 10])
+    # Training's jittered shorter side (a float tensor) gives the window size the same way.
+    size = both(lambda s: ops.resized_crop_window_size(40, 60, s, 8), tf.constant(40.0))
+    np.testing.assert_array_equal(size, [8, 8])
+
+
+def test_crop_to_window_equals_decode_and_crop(jpegs):
+    _, encoded = jpegs
+    window = tf.constant([4, 18, 8, 12])
+    decoded = ops.decode_jpeg_frames(encoded)
+    out = both(ops.crop_to_window, decoded, window)
+    np.testing.assert_array_equal(out, decoded.numpy()[:, 4:12, 18:30])
+    fused = ops.decode_and_crop_jpeg_frames(encoded, window).numpy()
+    assert np.abs(out.astype(int) - fused).max() <= 3
+
+
+def test_resize_to_square_resizes_or_only_casts():
+    frames = position_frames(h=10, w=14)
+    out = both(lambda f: ops.resize_to_square(f, 6), frames)
+    assert out.shape == (3, 6, 6, 3) and out.dtype == np.float32
+    same = both(lambda f: ops.resize_to_square(f, 10), frames[:, :, :10])
+    np.testing.assert_array_equal(same, frames[:, :, :10].astype(np.float32))

@@ -7,12 +7,13 @@ import types
 import numpy as np
 import pytest
 
+from tl_keras import data, export
+from tl_keras.models import TL, create_model
+
 IMAGE_CLASSES = ["cat", "dog", "bird", "fish", "frog"]
 
 
 def tiny_vit(num_classes=5, seed=0):
-    from tl_keras.models import TL, create_model
-
     model = create_model(
         "vit_b16", image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=2,
         mlp_dim=64, num_classes=num_classes, tokenlearner=TL(4, at=1),
@@ -21,8 +22,6 @@ def tiny_vit(num_classes=5, seed=0):
 
 
 def tiny_vivit(num_classes=6, seed=1):
-    from tl_keras.models import TL, create_model
-
     model = create_model(
         "vivit_b16", num_frames=4, image_size=32, patch_size=8, tubelet_size=2, hidden_dim=32,
         num_layers=2, num_heads=2, mlp_dim=64, num_classes=num_classes,
@@ -42,21 +41,20 @@ def randomize_head(model, seed):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
-    """Both models and their SavedModels: `image` (softmax, class names, top 3) and `video`
-    (multi-label sigmoid, no class names, the crop-then-resize "validation" evaluation)."""
-    from tl_keras import export
-
+    """Both models and their SavedModels: `image` (softmax, class names, top 3;
+    `export_saved_model`) and `video` (multi-label sigmoid, no class names, the
+    crop-then-resize "validation" evaluation; written by the trainer's `export_model` from a
+    run's config, with its `.keras` archive beside)."""
     root = tmp_path_factory.mktemp("exported")
     image_model = tiny_vit()
-    image_prep = export.preprocessing_for(image_model)  # min_resize 37 = round(32 / 0.875)
+    image_prep = data.preprocessing_for(image_model)  # min_resize 37 = round(32 / 0.875)
     image_path = export.export_saved_model(
         image_model, str(root / "image"), class_names=IMAGE_CLASSES, top_k=3
     )
     video_model = tiny_vivit()
-    video_prep = export.preprocessing_for(video_model, min_resize=40, eval_split="validation")
-    video_path = export.export_saved_model(
-        video_model, str(root / "video"), preprocessing=video_prep, multilabel=True
-    )
+    video_prep = data.preprocessing_for(video_model, min_resize=40, eval_split="validation")
+    config = {"data": {"min_resize": 40, "eval_split": "validation", "multilabel": True}}
+    video_paths = export.export_model(video_model, str(root / "video"), config=config)
     return types.SimpleNamespace(
         root=root,
         image=types.SimpleNamespace(
@@ -64,8 +62,8 @@ def exported(tmp_path_factory):
             multilabel=False, k=3, name="images",
         ),
         video=types.SimpleNamespace(
-            model=video_model, prep=video_prep, path=video_path, classes=None,
-            multilabel=True, k=5, name="videos",
+            model=video_model, prep=video_prep, path=video_paths["saved_model"], classes=None,
+            multilabel=True, k=5, name="videos", keras_path=video_paths["keras"],
         ),
     )
 

@@ -33,7 +33,7 @@ def test_runlocal_run_exports_and_serves(runlocal_workdir, tmp_path, subprocess_
     import tensorflow as tf
 
     import tl_keras.models  # noqa: F401  (registers ViViT for keras.saving.load_model)
-    from tl_keras import export
+    from tl_keras import data, export
 
     workdir = runlocal_workdir
     served = os.path.join(workdir, "served")
@@ -41,7 +41,7 @@ def test_runlocal_run_exports_and_serves(runlocal_workdir, tmp_path, subprocess_
           "--format=saved_model,keras"], subprocess_env)
     with open(os.path.join(served, "saved_model", export.SERVING_INFO_FILE)) as f:
         info = json.load(f)
-    prep = export.Preprocessing(**info["preprocessing"])
+    prep = data.Preprocessing(**info["preprocessing"])
     model = keras.saving.load_model(os.path.join(served, "model.keras"))
     pixels = np.random.default_rng(0).integers(0, 256, (2, prep.num_frames, 40, 52, 3)).astype(np.uint8)
     frames = np.array([[tf.io.encode_jpeg(f, quality=95).numpy() for f in clip] for clip in pixels],
@@ -59,7 +59,7 @@ def test_runlocal_run_exports_and_serves(runlocal_workdir, tmp_path, subprocess_
               "--signature_def", signature, "--inputs", f"{name}={tmp_path / f'{signature}.npy'}",
               "--outdir", str(tmp_path / signature)], subprocess_env)
         logits = np.load(tmp_path / signature / "logits.npy")
-        expected = model(export.preprocess(source, prep), training=False).numpy()
+        expected = model(data.preprocess(source, prep), training=False).numpy()
         np.testing.assert_allclose(logits, expected, atol=1e-5, err_msg=signature)
         labels = np.load(tmp_path / signature / "top_k_labels.npy", allow_pickle=True)
         assert labels[0, 0].decode().startswith("move_")

@@ -1,6 +1,8 @@
-"""The serving SavedModel: pre-processing identical to evaluation, outputs identical to the
-Keras model in a fresh process without tl_keras, every signature through `saved_model_cli`
-(the session-based loader TF Serving uses), REST bodies, and bad input."""
+"""The serving SavedModel: outputs identical to the Keras model on the evaluation
+pre-processing (`tl_keras.data.preprocessing`, itself checked against the evaluation pipeline
+in tests/data/test_data_preprocessing.py) in a fresh process without tl_keras, every signature
+through `saved_model_cli` (the session-based loader TF Serving uses), REST bodies, and bad
+input."""
 
 import base64
 import json
@@ -11,12 +13,12 @@ import sys
 import types
 import zlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tl_keras import data, export
-from tl_keras.data import writer
 
 pytestmark = pytest.mark.tf_only
 
@@ -50,7 +52,7 @@ def _decode(jpeg):
 
 def _reference(case, pixels):
     """What the serving graph must return: the Keras model on the evaluation pre-processing."""
-    x = export.preprocess(np.asarray(pixels), case.prep)
+    x = data.preprocess(np.asarray(pixels), case.prep)
     logits = np.asarray(case.model(x, training=False), np.float64)
     if case.multilabel:
         probabilities = 1 / (1 + np.exp(-logits))
@@ -110,81 +112,6 @@ def inputs(exported):
 def _input_name(kind, signature):
     name = "images" if kind == "image" else "videos"
     return f"encoded_{name}" if signature == "serve_encoded" else name
-
-
-# --------------------------------------------------------------------------------------
-# Pre-processing = evaluation pipeline.
-# --------------------------------------------------------------------------------------
-
-
-def _image_record(jpeg, label):
-    ex = tf.train.Example()
-    ex.features.feature["image/encoded"].bytes_list.value.append(jpeg)
-    ex.features.feature["image/class/label"].int64_list.value.append(label)
-    return ex.SerializeToString()
-
-
-def test_image_preprocessing_is_the_evaluation_pipeline(tmp_path, exported):
-    prep = exported.image.prep
-    assert (prep.min_resize, prep.crop_size) == (37, 32)
-    images = [_pixels((45, 38, 3), 5), _pixels((30, 64, 3), 6), _pixels((80, 50, 3), 7)]
-    jpegs = [_jpeg(i) for i in images]
-    path = str(tmp_path / "images.tfrecord")
-    writer.write_tfrecord(path, [_image_record(j, 1) for j in jpegs])
-    ds = data.image_dataset(
-        path, split="validation", image_size=32, resize_size=37, num_classes=5, batch_size=1,
-        on_error="raise",
-    )
-    pipeline = np.concatenate([x.numpy() for x, _ in ds])
-    encoded = export.preprocess_encoded(np.array(jpegs, dtype=object), prep).numpy()
-    decoded = np.concatenate([export.preprocess(_decode(j)[None], prep).numpy() for j in jpegs])
-    assert pipeline.shape == (3, 32, 32, 3)
-    np.testing.assert_allclose(encoded, pipeline, atol=1e-5)
-    np.testing.assert_allclose(decoded, pipeline, atol=1e-5)
-    assert -1.0 <= pipeline.min() and pipeline.max() <= 1.0
-
-
-@pytest.mark.parametrize("eval_split", ["validation", "test"])
-def test_video_preprocessing_is_the_evaluation_pipeline(tmp_path, eval_split):
-    prep = export.Preprocessing(
-        kind="video", crop_size=16, min_resize=20, num_frames=4, eval_split=eval_split
-    )
-    clips = [_pixels((4, 36, 48, 3), 8), _pixels((4, 50, 30, 3), 9)]
-    jpegs = [[_jpeg(f) for f in clip] for clip in clips]
-    path = str(tmp_path / "videos.tfrecord")
-    writer.write_tfrecord(
-        path, [writer.make_sequence_example(j, [0]).SerializeToString() for j in jpegs]
-    )
-    views = {"num_clips": 1, "num_crops": 1} if eval_split == "test" else {}
-    ds = data.video_dataset(
-        path, split=eval_split, num_frames=4, stride=1, crop_size=16, min_resize=20,
-        num_classes=2, batch_size=1, on_error="raise", **views,
-    )
-    pipeline = np.concatenate([x.numpy() for x, _ in ds])
-    assert pipeline.shape == (2, 4, 16, 16, 3)
-    for i, clip in enumerate(jpegs):
-        encoded = export.preprocess_encoded(np.array([clip], dtype=object), prep).numpy()
-        decoded = export.preprocess(np.stack([_decode(j) for j in clip])[None], prep).numpy()
-        np.testing.assert_allclose(encoded[0], pipeline[i], atol=1e-5)
-        np.testing.assert_allclose(decoded[0], pipeline[i], atol=1e-5)
-    # The two evaluation modes really differ (so the test above could fail).
-    other = export.Preprocessing(
-        kind="video", crop_size=16, min_resize=20, num_frames=4,
-        eval_split="test" if eval_split == "validation" else "validation",
-    )
-    other_out = export.preprocess(np.stack([_decode(j) for j in jpegs[0]])[None], other).numpy()
-    assert np.abs(other_out[0] - pipeline[0]).max() > 1e-3
-
-
-def test_normalization_choices():
-    pixels = np.full((1, 8, 8, 3), 255, np.uint8)
-    for normalization, value in (("[-1,1]", 1.0), ("[0,1]", 1.0), ("imagenet", (1 - 0.485) / 0.229)):
-        prep = export.Preprocessing(kind="image", crop_size=8, min_resize=8, normalization=normalization)
-        np.testing.assert_allclose(export.preprocess(pixels, prep).numpy()[..., 0], value, rtol=1e-6)
-    with pytest.raises(ValueError, match="normalization"):
-        export.Preprocessing(kind="image", crop_size=8, min_resize=8, normalization="bogus")
-    with pytest.raises(ValueError, match="min_resize"):
-        export.Preprocessing(kind="image", crop_size=8, min_resize=7)
 
 
 # --------------------------------------------------------------------------------------
@@ -490,3 +417,16 @@ def test_serving_info_file(exported):
     with open(os.path.join(exported.image.path, export.SERVING_INFO_FILE)) as f:
         info = json.load(f)
     assert info["class_names"] == exported.image.classes and info["top_k"] == 3
+    # The default pre-processing of a 32 x 32 model: shorter side round(32 / 0.875) = 37.
+    assert (info["preprocessing"]["min_resize"], info["preprocessing"]["crop_size"]) == (37, 32)
+    assert exported.image.prep == data.Preprocessing(**info["preprocessing"])
+
+
+def test_export_model_writes_both_formats_with_the_run_options(exported):
+    """The trainer's `export_model` (the `video` fixture): the SavedModel took its options
+    from the config (see `test_serving_info_file`), the `.keras` archive has the weights."""
+    assert exported.video.path == os.path.join(os.path.dirname(exported.video.keras_path),
+                                               "saved_model")
+    restored = keras.saving.load_model(exported.video.keras_path)
+    for a, b in zip(restored.get_weights(), exported.video.model.get_weights()):
+        np.testing.assert_array_equal(a, b)

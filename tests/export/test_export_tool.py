@@ -10,15 +10,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tl_keras import configs, export
+from tl_keras import configs, data, export
 from tl_keras.data import synthetic
+from tl_keras.models import TL, create_model
+from tl_keras.train import checkpoint as ckpt_lib
+from tl_keras.train import optim as optim_lib
+from tl_keras.train import tasks
 
 pytestmark = pytest.mark.tf_only
 
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
+TOOLS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 
 
-def _load_tool(name):
+def _load_tool(name, monkeypatch):
+    """`tools/<name>.py` as a module, its folder on `sys.path` as when it runs as a script
+    (it imports `tools/_common.py` as `_common`)."""
+    monkeypatch.syspath_prepend(TOOLS)
     spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(TOOLS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -28,8 +35,6 @@ def _load_tool(name):
 def _run_config():
     """The tiny ViViT of `experiments/kinetics.py --runlocal`, smaller, on the built-in
     dataset (resolved as the trainer resolves it)."""
-    from tl_keras.train import tasks
-
     cfg = configs.Config(experiment="export-test")
     cfg.model = configs.ModelConfig(
         name="vivit_b16", patch_size=8, tubelet_size=2, hidden_dim=32, num_layers=2,
@@ -45,10 +50,6 @@ def _run_config():
 def workdir(tmp_path_factory):
     """A training run directory in the trainer's layout: `config.json` and two checkpoints
     (steps 3 and 7, different heads) written by `tl_keras.train.checkpoint.CheckpointState`."""
-    from tl_keras.train import checkpoint as ckpt_lib
-    from tl_keras.train import optim as optim_lib
-    from tl_keras.train import tasks
-
     root = str(tmp_path_factory.mktemp("run"))
     cfg = _run_config()
     with open(os.path.join(root, "config.json"), "w") as f:
@@ -73,9 +74,9 @@ def _videos(num, frames, size, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (num, frames, size, size, 3)).astype(np.uint8)
 
 
-def test_export_tool_from_workdir(workdir, capsys):
+def test_export_tool_from_workdir(workdir, capsys, monkeypatch):
     root, cfg, heads = workdir
-    tool = _load_tool("export_model")
+    tool = _load_tool("export_model", monkeypatch)
     assert tool.main([f"--workdir={root}", "--format=saved_model,keras"]) == 0
     out = capsys.readouterr().out
     target = os.path.join(root, "export", "7")
@@ -94,8 +95,8 @@ def test_export_tool_from_workdir(workdir, capsys):
     serving = tf.saved_model.load(os.path.join(target, "saved_model")).signatures["serving_default"]
     pixels = _videos(2, cfg.data.num_frames, 40)
     got = serving(videos=tf.constant(pixels, tf.float32))
-    prep = export.Preprocessing(**info["preprocessing"])
-    expected = restored(export.preprocess(pixels, prep), training=False).numpy()
+    prep = data.Preprocessing(**info["preprocessing"])
+    expected = restored(data.preprocess(pixels, prep), training=False).numpy()
     np.testing.assert_allclose(got["logits"].numpy(), expected, atol=1e-5)
     assert got["top_k_labels"].numpy()[0, 0].decode() in synthetic.class_names("single")
 
@@ -110,9 +111,9 @@ def test_export_tool_from_workdir(workdir, capsys):
     assert info["preprocessing"]["min_resize"] == 48 and info["top_k"] == 2
 
 
-def test_export_tool_errors(workdir, tmp_path, capsys):
+def test_export_tool_errors(workdir, tmp_path, capsys, monkeypatch):
     root, _, _ = workdir
-    tool = _load_tool("export_model")
+    tool = _load_tool("export_model", monkeypatch)
     assert tool.main([f"--workdir={root}", "--format=onnx"]) == 2
     assert "--format=onnx" in capsys.readouterr().err
     empty = tmp_path / "empty_run"
@@ -148,8 +149,6 @@ def test_export_argument_checks(tmp_path, tiny_models):
         export.export_saved_model(model, str(tmp_path / "c"), input_kind="video")
     with pytest.raises(ValueError, match="larger than min_resize"):
         export.export_saved_model(model, str(tmp_path / "d"), min_resize=20)
-    from tl_keras.models import TL, create_model
-
     features = create_model("vit_b16", image_size=32, patch_size=8, hidden_dim=32, num_layers=1,
                             num_heads=2, mlp_dim=64, include_top=False, tokenlearner=TL(2, at=0))
     with pytest.raises(ValueError, match="include_top=False"):

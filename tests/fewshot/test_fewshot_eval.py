@@ -11,7 +11,7 @@ import pytest
 
 from tl_keras import fewshot
 
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
+TOOLS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 
 
 def _lstsq_ridge(x, targets, l2):
@@ -151,7 +151,10 @@ def test_features_are_the_pre_logits():
 # --------------------------------------------------------------------------------------
 
 
-def _tool():
+def _tool(monkeypatch):
+    """`tools/fewshot_eval.py` as a module, its folder on `sys.path` as when it runs as a
+    script (it imports `tools/_common.py` as `_common`)."""
+    monkeypatch.syspath_prepend(TOOLS)
     spec = importlib.util.spec_from_file_location(
         "fewshot_eval_cli", os.path.join(TOOLS, "fewshot_eval.py"))
     module = importlib.util.module_from_spec(spec)
@@ -182,7 +185,7 @@ def _coloured_images(n_per_class, seed):
 
 
 @pytest.mark.tf_only
-def test_fewshot_tool_on_tfds(tmp_path, capsys):
+def test_fewshot_tool_on_tfds(tmp_path, capsys, monkeypatch):
     """A TFDS image dataset (mocked: TFDS's own builder, metadata and `as_dataset`, with our
     examples) through the whole tool: pool reading, pre-processing, features, JSON."""
     import tensorflow as tf
@@ -204,7 +207,7 @@ def test_fewshot_tool_on_tfds(tmp_path, capsys):
 
     out = str(tmp_path / "result.json")
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-        code = _tool().main([f"--model={model_path}", "--dataset=cifar10", "--shots=1,3",
+        code = _tool(monkeypatch).main([f"--model={model_path}", "--dataset=cifar10", "--shots=1,3",
                              "--seeds=2", "--holdout_per_class=4", "--pool_per_class=9",
                              f"--output={out}", f"--data_dir={tmp_path}"])
     assert code == 0
@@ -223,7 +226,7 @@ def test_fewshot_tool_on_tfds(tmp_path, capsys):
 
 
 @pytest.mark.tf_only
-def test_fewshot_tool_on_the_builtin_dataset(tmp_path, capsys):
+def test_fewshot_tool_on_the_builtin_dataset(tmp_path, capsys, monkeypatch):
     from tl_keras.models import TL, create_model
 
     model_path = str(tmp_path / "vivit.keras")
@@ -231,7 +234,7 @@ def test_fewshot_tool_on_the_builtin_dataset(tmp_path, capsys):
                  hidden_dim=32, num_layers=2, num_heads=2, mlp_dim=64, num_classes=4,
                  tokenlearner=TL(3, at=1)).save(model_path)
     out = str(tmp_path / "synthetic.json")
-    tool = _tool()
+    tool = _tool(monkeypatch)
     assert tool.main([f"--model={model_path}", "--dataset=synthetic_single", "--shots=1,2",
                       "--seeds=2", "--holdout_per_class=3", "--max_test_examples=24",
                       "--min_resize=32", f"--output={out}"]) == 0

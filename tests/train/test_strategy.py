@@ -1,14 +1,12 @@
 """Strategy choice from flags (no real TPU is ever contacted) and the experiments' flags."""
 
-import importlib.util
+import importlib
 import json
-import os
 
 import pytest
 
 from tl_keras.train.strategy import choose_strategy_kind, tf_config_num_workers
 
-EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
 
 
 def _tf_config(workers, chief=0):
@@ -62,10 +60,8 @@ def test_tf_config_from_environment(monkeypatch):
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_exp_{name}", os.path.join(EXPERIMENTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """`experiments/<name>.py`: the package `experiments`, installed beside tl_keras."""
+    return importlib.import_module(f"experiments.{name}")
 
 
 def test_flags_parse_tpu_strategy_and_repeatable_set():

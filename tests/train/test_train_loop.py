@@ -160,7 +160,7 @@ def test_mirrored_checkpoint_restores_on_one_device_for_export(mirrored_runs):
     cfg = script.mlp_config()
     cfg.model.dropout_rate = 0.0
     cfg.train.num_steps = 30
-    paths = train_lib.export(cfg, str(two), script.mlp_task(cfg))
+    paths = train_lib.export_run(cfg, str(two), script.mlp_task(cfg))
     exported = keras.saving.load_model(paths["keras"])
     for a, b in zip(exported.get_weights(), load_weights(two / "final_weights.npz")):
         np.testing.assert_array_equal(a, b)

@@ -11,7 +11,7 @@ import pytest
 from tl_keras import visualize
 from tl_keras.models import TL, create_model
 
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
+TOOLS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 
 
 def _vit(version="1.1", fuser=False, num_layers=2):
@@ -192,7 +192,10 @@ def test_write_token_maps_from_a_dataset(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _tool():
+def _tool(monkeypatch):
+    """`tools/visualize_tokens.py` as a module, its folder on `sys.path` as when it runs as a
+    script (it imports `tools/_common.py` as `_common`)."""
+    monkeypatch.syspath_prepend(TOOLS)
     path = os.path.join(TOOLS, "visualize_tokens.py")
     spec = importlib.util.spec_from_file_location("visualize_tokens_cli", path)
     module = importlib.util.module_from_spec(spec)
@@ -220,11 +223,11 @@ def _write_mp4(path, frames):
 
 
 @pytest.mark.tf_only
-def test_visualize_tool_on_image_video_and_record(tmp_path, capsys):
-    from tl_keras import data, export
+def test_visualize_tool_on_image_video_and_record(tmp_path, capsys, monkeypatch):
+    from tl_keras import data
     from tl_keras.data import writer
 
-    tool = _tool()
+    tool = _tool(monkeypatch)
     vit_path, vivit_path = str(tmp_path / "vit.keras"), str(tmp_path / "vivit.keras")
     _vit().save(vit_path)
     _vivit().save(vivit_path)
@@ -251,7 +254,7 @@ def test_visualize_tool_on_image_video_and_record(tmp_path, capsys):
         writer.make_sequence_example([writer.encode_jpeg(f) for f in frames], [1]).SerializeToString(),
         writer.make_sequence_example([writer.encode_jpeg(f) for f in frames[::-1]], [0]).SerializeToString(),
     ])
-    prep = export.preprocessing_for(keras.saving.load_model(vivit_path))
+    prep = data.preprocessing_for(keras.saving.load_model(vivit_path))
     x = tool.load_input(record, prep, example=1, stride=2)
     ds = data.video_dataset(record, split="test", num_frames=4, stride=2, crop_size=32,
                             min_resize=prep.min_resize, num_classes=2, batch_size=2,

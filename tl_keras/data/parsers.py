@@ -193,10 +193,8 @@ class VideoParser:
             lo, hi = self.scale_jitter
             target = target * tf.random.stateless_uniform([], seed=seed_scale, minval=lo, maxval=hi)
         target = tf.maximum(tf.round(target), c)  # shorter side after the (virtual) resize
-        scale = target / tf.cast(tf.minimum(h, w), tf.float32)
         # A c x c crop of the resized frame is a (c / scale)^2 window of the original frame.
-        window = tf.maximum(tf.cast(tf.round(c / scale), tf.int32), 1)
-        win_h, win_w = tf.minimum(window, h), tf.minimum(window, w)
+        win_h, win_w = video_ops.resized_crop_window_size(h, w, target, self.crop_size)
         y = tf.random.stateless_uniform(
             [], seed=seed_y, minval=0, maxval=h - win_h + 1, dtype=tf.int32
         )
@@ -206,17 +204,18 @@ class VideoParser:
         frames = video_ops.decode_and_crop_jpeg_frames(encoded, tf.stack([y, x, win_h, win_w]))
         if self.flip:  # on uint8, before the resize: 4x less memory to move than float32
             frames = video_ops.random_flip_left_right(frames, seed_flip)
-        return self._resize_to_crop(frames)  # [T, c, c, 3]
+        return video_ops.resize_to_square(frames, self.crop_size)  # [T, c, c, 3]
 
     def _validation_video(self, encoded, shape):
-        """Resize short side to `min_resize` + centre crop, fused: `[T, c, c, 3]`."""
-        h, w = shape[0], shape[1]
-        scale = float(self.min_resize) / tf.cast(tf.minimum(h, w), tf.float32)
-        window = tf.maximum(tf.cast(tf.round(self.crop_size / scale), tf.int32), 1)
-        win_h, win_w = tf.minimum(window, h), tf.minimum(window, w)
-        y, x = (h - win_h) // 2, (w - win_w) // 2
-        frames = video_ops.decode_and_crop_jpeg_frames(encoded, tf.stack([y, x, win_h, win_w]))
-        return self._resize_to_crop(frames)
+        """Resize short side to `min_resize` + centre crop, fused: `[T, c, c, 3]`.
+
+        Only the centre window (`video_ops.center_crop_window`) is decoded, then resized to
+        the crop; the serving pre-processing (`preprocessing.py`) crops decoded pixels with
+        the same window.
+        """
+        window = video_ops.center_crop_window(shape[0], shape[1], self.min_resize, self.crop_size)
+        frames = video_ops.decode_and_crop_jpeg_frames(encoded, window)
+        return video_ops.resize_to_square(frames, self.crop_size)
 
     def _test_video(self, encoded):
         """All views: `[V, T, c, c, 3]` crop-major, or `[T, c, c, 3]` for one view."""
@@ -229,17 +228,6 @@ class VideoParser:
             views = video_ops.three_crops(frames, c)  # [3, C*T, c, c, 3]
         views = tf.reshape(views, [self.num_views, t, c, c, 3])  # crop-major: [crop, clip] -> view
         return views if self.num_views > 1 else views[0]
-
-    def _resize_to_crop(self, frames):
-        """uint8 `[T, h, w, 3]` -> float32 `[T, c, c, 3]` (bilinear; a cast if already c x c)."""
-        c = self.crop_size
-        shape = tf.shape(frames)
-        frames = tf.cond(
-            tf.logical_and(tf.equal(shape[1], c), tf.equal(shape[2], c)),
-            lambda: tf.cast(frames, tf.float32),
-            lambda: tf.image.resize(frames, [c, c]),
-        )
-        return tf.ensure_shape(frames, [None, c, c, 3])
 
     def decode_video(self, encoded, shape, seed):
         """Encoded kept frames -> normalised float32 video of `video_shape`."""

@@ -32,11 +32,14 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from typing import Mapping
 
 import numpy as np
+
+from tl_keras.data import writer
 
 __all__ = [
     "SyntheticInfo",
@@ -222,8 +225,6 @@ def _params(
 
 
 def _write_split(directory, name, rng, variant, count, params, num_shards) -> list[str]:
-    from tl_keras.data import writer  # imports TensorFlow
-
     names = class_names(variant)
     records = []
     for i in range(count):
@@ -383,8 +384,6 @@ def make_dataset(
 
 def main(argv=None) -> None:
     """`python -m tl_keras.data.synthetic [single|multi] [root]`: generate and print the info."""
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     info = make_dataset(args[0] if args else "single", args[1] if len(args) > 1 else None)
     for field in dataclasses.fields(info):

@@ -28,6 +28,10 @@ __all__ = [
     "random_crop",
     "random_flip_left_right",
     "center_crop",
+    "resized_crop_window_size",
+    "center_crop_window",
+    "crop_to_window",
+    "resize_to_square",
     "three_crops",
     "normalize",
     "IMAGENET_MEAN",
@@ -198,6 +202,54 @@ def center_crop(frames, crop_size: int):
     y, x = _center_offsets(frames, crop_size)
     out = frames[:, y : y + crop_size, x : x + crop_size, :]
     return tf.ensure_shape(out, [frames.shape[0], crop_size, crop_size, frames.shape[3]])
+
+
+def resized_crop_window_size(height, width, min_resize, crop_size: int):
+    """Size `(win_h, win_w)` (int32 scalars) of the window of a `height x width` frame that
+    becomes a `crop_size` square crop once the shorter side is resized to `min_resize`.
+
+    The window is `crop_size / scale` pixels with `scale = min_resize / min(height, width)`
+    (at least 1, at most the frame), so cropping it and resizing it to `crop_size` equals
+    resizing the whole frame and cropping, without resizing the pixels that are thrown away.
+    `min_resize` may be a tensor (the training split's scale jitter).
+    """
+    scale = tf.cast(min_resize, tf.float32) / tf.cast(tf.minimum(height, width), tf.float32)
+    window = tf.maximum(tf.cast(tf.round(crop_size / scale), tf.int32), 1)
+    return tf.minimum(window, height), tf.minimum(window, width)
+
+
+def center_crop_window(height, width, min_resize: int, crop_size: int):
+    """The centre window `[y, x, win_h, win_w]` (int32 `[4]`) of "resize the shorter side to
+    `min_resize`, then centre crop `crop_size`" (see `resized_crop_window_size`).
+
+    The evaluation crop of `VideoParser(split="validation")` (decoded with
+    `decode_and_crop_jpeg_frames`) and of the serving pre-processing (`crop_to_window` on
+    decoded pixels); follow it with `resize_to_square(frames, crop_size)`.
+    """
+    win_h, win_w = resized_crop_window_size(height, width, min_resize, crop_size)
+    return tf.stack([(height - win_h) // 2, (width - win_w) // 2, win_h, win_w])
+
+
+def crop_to_window(frames, window):
+    """The window `[y, x, h, w]` of every frame of decoded `[T, H, W, C]`: `[T, h, w, C]`
+    (what `decode_and_crop_jpeg_frames` returns for the same window of the JPEGs)."""
+    window = tf.cast(window, tf.int32)
+    y, x, h, w = window[0], window[1], window[2], window[3]
+    return frames[:, y : y + h, x : x + w, :]
+
+
+def resize_to_square(frames, size: int):
+    """`[T, h, w, C]` -> float32 `[T, size, size, C]` (bilinear; only a cast if already
+    `size x size`)."""
+    frames = tf.convert_to_tensor(frames)
+    channels = frames.shape[-1]
+    shape = tf.shape(frames)
+    out = tf.cond(
+        tf.logical_and(tf.equal(shape[1], size), tf.equal(shape[2], size)),
+        lambda: tf.cast(frames, tf.float32),
+        lambda: tf.image.resize(frames, [size, size]),
+    )
+    return tf.ensure_shape(out, [None, size, size, channels])
 
 
 def three_crops(frames, crop_size: int):

@@ -45,3 +45,29 @@ def ensure_built(layer, *shapes):
     if not layer.built:
         layer.build(*[tuple(s) for s in shapes])
         layer.built = True
+
+
+def layout(shape, temporal, owner):
+    """Reads a token-map input shape: returns (time or None, (H, W) or None, N, C).
+
+    Image `[B, N, C]` / `[B, H, W, C]`; video `[B, T, H, W, C]`, or `[B, T, N, C]` when
+    `temporal` (a rank-4 input is otherwise `[B, H, W, C]`). ValueError naming `owner`
+    for any other rank."""
+    rank = len(shape)
+    if rank == 3:
+        return None, None, shape[1], shape[2]
+    if rank == 4 and not temporal:
+        h, w = shape[1], shape[2]
+        n = h * w if h is not None and w is not None else None
+        return None, (h, w), n, shape[3]
+    if rank == 4 and temporal:
+        return shape[1], None, shape[2], shape[3]
+    if rank == 5:
+        h, w = shape[2], shape[3]
+        n = h * w if h is not None and w is not None else None
+        return shape[1], (h, w), n, shape[4]
+    raise ValueError(
+        f"{owner}: expected an input of rank 3 [B, N, C], 4 [B, H, W, C] "
+        f"(or [B, T, N, C] with temporal=True) or 5 [B, T, H, W, C]; "
+        f"got rank {rank} with shape {tuple(shape)}."
+    )

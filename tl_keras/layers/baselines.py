@@ -23,11 +23,9 @@ the shape of `original`, the residual is the caller's):
   the positions of each frame and whose keys / values are that frame's tokens (the
   "re-projection" of Visual Transformers, Wu et al. 2020).
 
-`make_tokenizer(version, num_tokens, ...)` and `make_fuser(kind, ...)` build any of them
-(and the TokenLearner / TokenFuser themselves) from their names.
+Their names (`"grid"`, ..., `"unpool"`, ...) and the factories that build any of them
+from a name are in `tl_keras.layers.tokenizers`.
 """
-
-import inspect
 
 import keras
 import numpy as np
@@ -38,13 +36,8 @@ from tl_keras.layers._utils import (
     check_positive_int,
     check_rate,
     ensure_built,
+    layout,
     square_side,
-)
-from tl_keras.layers.token_learner import (
-    TokenFuser,
-    TokenLearner,
-    TokenLearnerV1,
-    _layout,
 )
 
 # ----------------------------------------------------------------------------------------
@@ -105,7 +98,7 @@ def _check_spatial_shape(spatial_shape, owner):
 
 def _resolve_grid(shape, temporal, spatial_shape, owner):
     """(T or None, H, W, C) of an input shape, resolving flattened positions."""
-    time, grid, n, channels = _layout(shape, temporal, owner)
+    time, grid, n, channels = layout(shape, temporal, owner)
     if grid is None:
         if spatial_shape is not None:
             if n is not None and spatial_shape[0] * spatial_shape[1] != n:
@@ -134,7 +127,7 @@ class _Tokenizer(keras.layers.Layer):
     """Shared shape logic of the baseline token learners."""
 
     def _output_shape(self, input_shape):
-        time, _, _, channels = _layout(input_shape, self.temporal, type(self).__name__)
+        time, _, _, channels = layout(input_shape, self.temporal, type(self).__name__)
         if time is None:
             return (input_shape[0], self.num_tokens, channels)
         return (input_shape[0], time * self.num_tokens, channels)
@@ -306,7 +299,7 @@ class FCTokenizer(_Tokenizer):
 
     def _n_c(self, shape):
         owner = type(self).__name__
-        _, _, n, channels = _layout(shape, self.temporal, owner)
+        _, _, n, channels = layout(shape, self.temporal, owner)
         if n is None or channels is None:
             raise ValueError(
                 f"{owner}: the number of positions N and the channels C must be known."
@@ -338,13 +331,13 @@ class FCTokenizer(_Tokenizer):
                 f"{type(self).__name__}: with `mix_channels=True` the tokens have no "
                 "spatial maps (UnpoolFuser cannot use them)."
             )
-        time, _, n, _ = _layout(inputs.shape, self.temporal, type(self).__name__)
+        time, _, n, _ = layout(inputs.shape, self.temporal, type(self).__name__)
         frames = ops.shape(inputs)[0] * (time or 1)
         maps = ops.cast(ops.transpose(self.kernel), self.compute_dtype)  # [S, N]
         return ops.broadcast_to(maps[None], (frames, self.num_tokens, n))
 
     def call(self, inputs, training=None):
-        time, _, _, _ = _layout(inputs.shape, self.temporal, type(self).__name__)
+        time, _, _, _ = layout(inputs.shape, self.temporal, type(self).__name__)
         n, c = self._n_c(inputs.shape)
         if self.mix_channels:
             x = ops.reshape(inputs, (-1, n * c))  # [B*T, N*C]
@@ -399,7 +392,7 @@ class PoolMLPTokenizer(_Tokenizer):
 
     def build(self, input_shape):
         owner = type(self).__name__
-        _, _, _, c = _layout(input_shape, self.temporal, owner)
+        _, _, _, c = layout(input_shape, self.temporal, owner)
         if c is None:
             raise ValueError(f"{owner}: the channel dimension must be known when built.")
         hidden = self.hidden_dim or c
@@ -413,7 +406,7 @@ class PoolMLPTokenizer(_Tokenizer):
         self.dropout_1.build((None, self.num_tokens * c))
 
     def call(self, inputs, training=None):
-        time, _, n, c = _layout(inputs.shape, self.temporal, type(self).__name__)
+        time, _, n, c = layout(inputs.shape, self.temporal, type(self).__name__)
         x = ops.reshape(inputs, (-1, n if n is not None else -1, c))  # [B*T, N, C]
         pooled = ops.mean(x, axis=1)  # [B*T, C]
         h = ops.gelu(self.dense_0(pooled), approximate=True)  # [B*T, hidden]
@@ -443,7 +436,7 @@ def _fuser_shapes(owner, tokens_shape, original_shape, temporal):
             f"{owner}: `tokens` must be [B, S, C] (video [B, T*S, C]); got shape "
             f"{tuple(tokens_shape)}."
         )
-    time, _, n, channels = _layout(original_shape, temporal, owner)
+    time, _, n, channels = layout(original_shape, temporal, owner)
     if tokens_shape[-1] is not None and channels is not None and tokens_shape[-1] != channels:
         raise ValueError(
             f"{owner}: channel mismatch between `tokens` ({tokens_shape[-1]}) and "
@@ -609,102 +602,3 @@ class ReprojectionFuser(keras.layers.Layer):
             temporal=self.temporal,
         )
         return config
-
-
-# ----------------------------------------------------------------------------------------
-# Factories.
-
-#: Token learner name (a `TL` spec's `version`) -> layer class.
-TOKENIZERS = {
-    "1.1": TokenLearner,
-    "1": TokenLearnerV1,
-    "grid": GridTokenizer,
-    "pool": PoolTokenizer,
-    "fc": FCTokenizer,
-    "pool_mlp": PoolMLPTokenizer,
-}
-#: Only the alternatives (what a `TL` spec's `version` gains beyond "1.1" and "1").
-BASELINE_TOKENIZERS = {k: v for k, v in TOKENIZERS.items() if k not in ("1.1", "1")}
-
-#: Fuser kind -> layer class.
-FUSERS = {"tokenfuser": TokenFuser, "unpool": UnpoolFuser, "reprojection": ReprojectionFuser}
-
-
-def _accepted(cls):
-    return set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-
-
-def _instantiate(cls, positional, common, extra, owner):
-    accepted = _accepted(cls)
-    unknown = sorted(set(extra) - accepted)
-    if unknown:
-        raise ValueError(
-            f"{owner}: {cls.__name__} does not take {unknown}; it takes {sorted(accepted)}."
-        )
-    base = {"dtype", "name"}  # base-layer arguments every layer takes
-    args = {
-        k: v for k, v in common.items() if (k in accepted or k in base) and v is not None
-    }
-    args.update(extra)
-    return cls(*positional, **args)
-
-
-def make_tokenizer(
-    version,
-    num_tokens,
-    *,
-    temporal=False,
-    spatial_shape=None,
-    grid=None,
-    dropout_rate=None,
-    dtype=None,
-    name=None,
-    **kwargs,
-):
-    """Builds a token learner by name: `"1.1"` (TokenLearner), `"1"` (TokenLearnerV1),
-    `"grid"`, `"pool"`, `"fc"` or `"pool_mlp"`.
-
-    The common arguments (`temporal`, `spatial_shape` (alias `grid`, the `(h, w)` of a
-    frame), `dropout_rate`) go to the layers that have them and are ignored by the
-    others (e.g. `"1.1"` needs no frame size, `"grid"` has no dropout); any other keyword
-    (e.g. `num_conv_layers=1` for `"1"`, `pooling="avg"` for `"pool"`) must be an argument
-    of the chosen layer, else ValueError.
-
-    Its signature covers the encoder's `make_tokenlearner(version, num_tokens, *,
-    temporal, grid, dropout_rate, dtype, name)`.
-    """
-    version = str(version)
-    if version not in TOKENIZERS:
-        raise ValueError(
-            f"make_tokenizer: unknown `version`={version!r}; known: {sorted(TOKENIZERS)}."
-        )
-    if spatial_shape is not None and grid is not None and tuple(spatial_shape) != tuple(grid):
-        raise ValueError("make_tokenizer: `spatial_shape` and `grid` disagree; give one.")
-    shape = spatial_shape if spatial_shape is not None else grid
-    common = dict(
-        temporal=temporal,
-        spatial_shape=tuple(shape) if shape is not None else None,
-        dropout_rate=dropout_rate,
-        dtype=dtype,
-        name=name,
-    )
-    return _instantiate(TOKENIZERS[version], (num_tokens,), common, kwargs, "make_tokenizer")
-
-
-def make_fuser(kind, *, temporal=False, dropout_rate=None, dtype=None, name=None, **kwargs):
-    """Builds a fuser by name: `"tokenfuser"` (TokenFuser), `"unpool"` (UnpoolFuser,
-    called with the token learner's maps as a third input) or `"reprojection"`
-    (ReprojectionFuser). Extra keywords must be arguments of the chosen layer."""
-    if kind not in FUSERS:
-        raise ValueError(f"make_fuser: unknown `kind`={kind!r}; known: {sorted(FUSERS)}.")
-    common = dict(temporal=temporal, dropout_rate=dropout_rate, dtype=dtype, name=name)
-    return _instantiate(FUSERS[kind], (), common, kwargs, "make_fuser")
-
-
-def tokenizer_has_maps(layer):
-    """Whether `layer.attention_maps(x)` exists (what `UnpoolFuser` needs)."""
-    if isinstance(layer, PoolMLPTokenizer):
-        return False
-    if isinstance(layer, FCTokenizer):
-        return layer.has_maps
-    return hasattr(layer, "attention_maps")

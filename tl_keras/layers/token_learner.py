@@ -21,30 +21,16 @@ from tl_keras.layers._utils import (
     check_rate,
     dim,
     ensure_built,
+    layout,
     square_side,
 )
-
-
-def _layout(shape, temporal, owner):
-    """Reads an input shape: returns (time or None, (H, W) or None, N, C)."""
-    rank = len(shape)
-    if rank == 3:
-        return None, None, shape[1], shape[2]
-    if rank == 4 and not temporal:
-        h, w = shape[1], shape[2]
-        n = h * w if h is not None and w is not None else None
-        return None, (h, w), n, shape[3]
-    if rank == 4 and temporal:
-        return shape[1], None, shape[2], shape[3]
-    if rank == 5:
-        h, w = shape[2], shape[3]
-        n = h * w if h is not None and w is not None else None
-        return shape[1], (h, w), n, shape[4]
-    raise ValueError(
-        f"{owner}: expected an input of rank 3 [B, N, C], 4 [B, H, W, C] "
-        f"(or [B, T, N, C] with temporal=True) or 5 [B, T, H, W, C]; "
-        f"got rank {rank} with shape {tuple(shape)}."
-    )
+from tl_keras.layers.fused_ops import (
+    LayerNorm,
+    build_mlp,
+    is_float_dense,
+    mlp_layers,
+    run_mlp,
+)
 
 
 def _check_known(value, what, owner):
@@ -64,113 +50,6 @@ def _check_normalized(normalized, reference, what, owner):
         raise ValueError(
             f"{owner}: `normalized` must have the shape of `{what}` {expected}, got {shape}."
         )
-
-
-def _mlp_layers(owner, hidden_dim, out_dim, dropout_rate, prefix=""):
-    """The reference `MlpBlock`: Dense -> gelu(tanh) -> dropout -> Dense -> dropout.
-
-    Glorot-uniform kernels and N(0, 1e-6) biases, as in Scenic's MlpBlock.
-    """
-    dense = lambda units, name: keras.layers.Dense(  # noqa: E731
-        units,
-        kernel_initializer="glorot_uniform",
-        bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
-        dtype=owner.dtype_policy,
-        name=f"{prefix}{name}",
-    )
-    return [
-        dense(hidden_dim, "dense_0"),
-        keras.layers.Dropout(dropout_rate, dtype=owner.dtype_policy, name=f"{prefix}dropout_0"),
-        dense(out_dim, "dense_1"),
-        keras.layers.Dropout(dropout_rate, dtype=owner.dtype_policy, name=f"{prefix}dropout_1"),
-    ]
-
-
-def affine(x, kernel, bias):
-    """`x @ kernel + bias` for a 2-D `x` `[rows, C_in]` (internal).
-
-    Written as `ops.add(ops.matmul(...), bias)` on purpose: on the TensorFlow backend
-    `ops.add` of a vector becomes a `BiasAdd`, and TensorFlow's oneDNN graph rewrite fuses
-    `MatMul + BiasAdd` (and `MatMul + BiasAdd + GELU(tanh)`) into one kernel. A 3-D input
-    (a `tensordot` with reshapes around the MatMul) or a call of the `Dense` layer gets
-    neither fusion (measured, BENCHMARKS.md). Under JAX it is the same arithmetic.
-    """
-    return ops.add(ops.matmul(x, kernel), bias)
-
-
-def _normalize(layer, x):
-    """`(x - mean) * rsqrt(var + eps)` over the last axis with the epsilon of a
-    `keras.layers.LayerNormalization`: the LayerNorm before its scale and offset, in float32
-    for half-precision inputs (as Keras). Four passes over `x` in TensorFlow graph mode."""
-    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
-        x = ops.cast(x, "float32")
-    mean = ops.mean(x, axis=-1, keepdims=True)
-    centred = x - mean
-    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-    return centred * ops.rsqrt(variance + layer.epsilon)
-
-
-def layer_norm(layer, x):
-    """`layer(x)` for a built `keras.layers.LayerNormalization` over the last axis (with
-    scale and offset), in fewer passes over `x` than Keras' own formula (internal).
-
-    Keras computes `x * (rsqrt(var + eps) * gamma) + (beta - mean * rsqrt(var + eps) *
-    gamma)`, which materialises several `x`-sized temporaries in TensorFlow graph mode;
-    this is `(x - mean) * rsqrt(var + eps) * gamma + beta`, the same function (float32
-    rounding apart; in float32 also for float16 inputs, as Keras). Uses the layer's own
-    `gamma`, `beta` and `epsilon`, so checkpoints are unchanged.
-    """
-    y = _normalize(layer, x) * layer.gamma + layer.beta
-    return ops.cast(y, layer.compute_dtype)
-
-
-def layer_norm_affine(layer, x, kernel, bias, x_hat=None):
-    """`affine(layer_norm(layer, x), kernel, bias)` for a 2-D `x` `[rows, C]` with the
-    LayerNorm's scale and offset folded into the kernel and bias (internal):
-    `norm(x) @ (gamma[:, None] * kernel) + (beta @ kernel + bias)`, the same function.
-
-    Where a LayerNorm feeds a single narrow projection (the TokenLearner / TokenFuser
-    MLPs on the full-resolution input), this saves two of its passes over `x` for a few
-    `[C, H]`-sized operations on the weights; the product is still a fusable
-    `MatMul + BiasAdd`. `x_hat`: `norm(x)` when the caller already has it.
-    """
-    if x_hat is None:
-        x_hat = _normalize(layer, x)
-    x_hat = ops.cast(x_hat, kernel.dtype)  # [rows, C]
-    gamma = ops.cast(layer.gamma, kernel.dtype)
-    beta = ops.cast(layer.beta, kernel.dtype)
-    folded_kernel = ops.expand_dims(gamma, 1) * kernel  # [C, H]
-    folded_bias = ops.matmul(ops.expand_dims(beta, 0), kernel)[0] + bias  # [H]
-    return affine(x_hat, folded_kernel, folded_bias)
-
-
-def _run_mlp(mlp, x, training, norm=None, normalized=None):
-    """The MLP on the last axis of `x`, run on flattened rows (`[..., C] -> [rows, C]`)
-    so that both Dense layers are fused `MatMul + BiasAdd (+ GELU)` (see `affine`).
-    With `norm` (a built LayerNormalization), computes `MLP(norm(x))` with the norm's
-    scale and offset folded into the first layer (`layer_norm_affine`); `normalized`
-    is `x` already standardised (see `TokenLearner.call`)."""
-    dense_0, drop_0, dense_1, drop_1 = mlp
-    lead = ops.shape(x)[:-1]
-    c = x.shape[-1]
-    rows = ops.reshape(x, (-1, c))  # [rows, C]
-    if norm is None:
-        h = affine(rows, dense_0.kernel, dense_0.bias)
-    else:
-        x_hat = None if normalized is None else ops.reshape(normalized, (-1, c))
-        h = layer_norm_affine(norm, rows, dense_0.kernel, dense_0.bias, x_hat)  # [rows, H]
-    h = drop_0(ops.gelu(h, approximate=True), training=training)
-    y = drop_1(affine(h, dense_1.kernel, dense_1.bias), training=training)
-    return ops.reshape(y, tuple(lead) + (dense_1.units,))
-
-
-def _build_mlp(mlp, in_shape):
-    dense_0, drop_0, dense_1, drop_1 = mlp
-    dense_0.build(in_shape)
-    hidden = tuple(in_shape[:-1]) + (dense_0.units,)
-    drop_0.build(hidden)
-    dense_1.build(hidden)
-    drop_1.build(tuple(in_shape[:-1]) + (dense_1.units,))
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
@@ -203,19 +82,19 @@ class TokenLearner(keras.layers.Layer):
         self.bottleneck_dim = bottleneck_dim
         self.dropout_rate = dropout_rate
         self.temporal = bool(temporal)
-        self.layer_norm = keras.layers.LayerNormalization(
+        self.layer_norm = LayerNorm(
             epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="layer_norm"
         )
-        self.token_masking = _mlp_layers(
+        self.token_masking = mlp_layers(
             self, bottleneck_dim, num_tokens, dropout_rate, prefix="token_masking_"
         )
 
     def build(self, input_shape):
-        _, _, _, channels = _layout(input_shape, self.temporal, type(self).__name__)
+        _, _, _, channels = layout(input_shape, self.temporal, type(self).__name__)
         _check_known(channels, "channel dimension", type(self).__name__)
         flat = (None, None, channels)
         self.layer_norm.build(flat)
-        _build_mlp(self.token_masking, flat)
+        build_mlp(self.token_masking, flat)
 
     def call(self, inputs, training=None, normalized=None):
         """`normalized` (optional): `inputs` standardised over the channels,
@@ -224,7 +103,7 @@ class TokenLearner(keras.layers.Layer):
         when the caller computes it once for several layers (the encoder does, for the
         TokenLearner and TokenFuser of a fuser block); the output is the same."""
         maps = self.attention_maps(inputs, training=training, normalized=normalized)
-        time, _, _, channels = _layout(inputs.shape, self.temporal, type(self).__name__)
+        time, _, _, channels = layout(inputs.shape, self.temporal, type(self).__name__)
         feats = ops.reshape(inputs, (-1, dim(maps, 2), channels))  # [B*T, N, C]
         tokens = ops.einsum("bsn,bnc->bsc", maps, feats)  # [B*T, S, C]
         if time is not None:
@@ -234,12 +113,12 @@ class TokenLearner(keras.layers.Layer):
     def attention_maps(self, inputs, training=False, normalized=None):
         """The softmax maps `[B*T, S, N]` (each sums to 1 over the N positions)."""
         ensure_built(self, inputs.shape)
-        time, _, n, channels = _layout(inputs.shape, self.temporal, type(self).__name__)
+        time, _, n, channels = layout(inputs.shape, self.temporal, type(self).__name__)
         _check_normalized(normalized, inputs, "inputs", type(self).__name__)
         if n is None:
             n = -1
         x = ops.reshape(inputs, (-1, n, channels))  # [B*T, N, C]
-        logits = _run_mlp(
+        logits = run_mlp(
             self.token_masking, x, training, norm=self.layer_norm, normalized=normalized
         )  # [B*T, N, S]
         logits = ops.transpose(logits, (0, 2, 1))  # [B*T, S, N]
@@ -247,7 +126,7 @@ class TokenLearner(keras.layers.Layer):
         return ops.cast(maps, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        time, _, _, channels = _layout(input_shape, self.temporal, type(self).__name__)
+        time, _, _, channels = layout(input_shape, self.temporal, type(self).__name__)
         if time is None:
             return (input_shape[0], self.num_tokens, channels)
         return (input_shape[0], time * self.num_tokens, channels)
@@ -310,7 +189,7 @@ class TokenLearnerV1(keras.layers.Layer):
         self.pooling = pooling
         self.spatial_shape = spatial_shape
         self.temporal = bool(temporal)
-        self.layer_norm = keras.layers.LayerNormalization(
+        self.layer_norm = LayerNorm(
             epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="layer_norm"
         )
         self.convs = [
@@ -329,7 +208,7 @@ class TokenLearnerV1(keras.layers.Layer):
     def _grid(self, shape):
         """(T or None, H, W, C) of an input shape, resolving flattened positions."""
         owner = type(self).__name__
-        time, grid, n, channels = _layout(shape, self.temporal, owner)
+        time, grid, n, channels = layout(shape, self.temporal, owner)
         if grid is None:
             if self.spatial_shape is not None:
                 if n is not None and self.spatial_shape[0] * self.spatial_shape[1] != n:
@@ -438,7 +317,7 @@ class TokenFuser(keras.layers.Layer):
         self.use_normalization = bool(use_normalization)
         self.mix_tokens_over_time = bool(mix_tokens_over_time)
         self.temporal = bool(temporal)
-        ln = lambda name: keras.layers.LayerNormalization(  # noqa: E731
+        ln = lambda name: LayerNorm(  # noqa: E731
             epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name=name
         )
         self.mix_norm1 = ln("fuser_mix_norm1") if use_normalization else None
@@ -458,7 +337,7 @@ class TokenFuser(keras.layers.Layer):
                 f"{owner}: `tokens` must be [B, S, C] (video [B, T*S, C]); "
                 f"got shape {tuple(tokens_shape)}."
             )
-        time, _, n, channels = _layout(original_shape, self.temporal, owner)
+        time, _, n, channels = layout(original_shape, self.temporal, owner)
         if tokens_shape[-1] is not None and channels is not None and tokens_shape[-1] != channels:
             raise ValueError(
                 f"{owner}: channel mismatch between `tokens` ({tokens_shape[-1]}) and "
@@ -486,7 +365,7 @@ class TokenFuser(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="token_mixing",
         )
-        self.token_masking = _mlp_layers(
+        self.token_masking = mlp_layers(
             self, self.bottleneck_dim, per_frame, self.dropout_rate, prefix="token_masking_"
         )
         if self.use_normalization:
@@ -494,7 +373,7 @@ class TokenFuser(keras.layers.Layer):
             self.mix_norm2.build((None, total, channels))
         self.token_mixing.build((None, channels, mixed))
         self.input_norm.build((None, None, channels))
-        _build_mlp(self.token_masking, (None, None, channels))
+        build_mlp(self.token_masking, (None, None, channels))
         self.output_dropout.build((None, None, channels))
 
     def call(self, tokens, original, training=None, normalized=None):
@@ -504,19 +383,23 @@ class TokenFuser(keras.layers.Layer):
         _check_normalized(normalized, original, "original", type(self).__name__)
         y = tokens
         if self.use_normalization:
-            y = layer_norm(self.mix_norm1, y)
+            y = self.mix_norm1(y)
         if time is not None and not self.mix_tokens_over_time:
             y = ops.reshape(y, (-1, per_frame, channels))  # [B*T, S, C]
         # The Dense `token_mixing` over the token axis, `y[t] = sum_s kernel[s, t] y[s] +
-        # bias[t]`, as one matmul broadcast over the batch (no transposes).
-        mixing = ops.transpose(self.token_mixing.kernel)  # [S'(out), S'(in)]
-        y = ops.matmul(mixing, y) + ops.expand_dims(self.token_mixing.bias, 1)  # [B', S', C]
+        # bias[t]`: with a float kernel one matmul broadcast over the batch (no
+        # transposes); a quantized layer runs its own call on `[B', C, S']`.
+        if is_float_dense(self.token_mixing):
+            mixing = ops.transpose(self.token_mixing.kernel)  # [S'(out), S'(in)]
+            y = ops.matmul(mixing, y) + ops.expand_dims(self.token_mixing.bias, 1)  # [B', S', C]
+        else:
+            y = ops.transpose(self.token_mixing(ops.transpose(y, (0, 2, 1))), (0, 2, 1))
         y = ops.reshape(y, (-1, per_frame, channels))  # [B*T, S, C]
         if self.use_normalization:
-            y = layer_norm(self.mix_norm2, y)
+            y = self.mix_norm2(y)
 
         x = ops.reshape(original, (-1, n if n is not None else -1, channels))  # [B*T, N, C]
-        beta = _run_mlp(
+        beta = run_mlp(
             self.token_masking, x, training, norm=self.input_norm, normalized=normalized
         )  # [B*T, N, S]
         beta = ops.sigmoid(beta)

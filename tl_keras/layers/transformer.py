@@ -1,6 +1,6 @@
 """The pre-LN transformer block of ViT and the ONE encoder that ViT and ViViT share.
 
-`build_encoder` places TokenLearner exactly as the paper (DESIGN §5):
+`build_encoder` places TokenLearner exactly as the paper (§3.1 and Fig. 3):
 
 * model "a" (no fuser): TokenLearner once, before block `at` (0-based); the blocks from
   `at` on see S tokens (video: T*S);
@@ -16,17 +16,15 @@ Layer names inside an encoder (used by `tl_keras.convert` for checkpoint names):
 `tokenfuser_{k}` (k counts the TokenLearners, 0 for model "a"), `encoder_norm`.
 """
 
-import importlib
-import importlib.util
 import math
 
 import keras
 from keras import ops
 
 from tl_keras.layers._utils import LAYER_NORM_EPSILON, check_positive_int, check_rate, dim
-from tl_keras.layers.token_learner import TokenFuser, TokenLearner, TokenLearnerV1
-from tl_keras.layers.token_learner import affine as _affine
-from tl_keras.layers.token_learner import layer_norm as _layer_norm
+from tl_keras.layers.fused_ops import LayerNorm
+from tl_keras.layers.token_learner import TokenFuser, TokenLearner
+from tl_keras.layers.tokenizers import TOKENIZERS, make_tokenizer
 
 
 class _FlatGlorotUniform(keras.initializers.Initializer):
@@ -49,11 +47,10 @@ class _FlatGlorotUniform(keras.initializers.Initializer):
         return {"fan_in": self.fan_in, "fan_out": self.fan_out}
 
 
-def _dense(layer, x):
-    """A built `keras.layers.Dense` (no activation) applied to a 2-D `x` as a fusable
-    `MatMul + BiasAdd` (see `tl_keras.layers.token_learner.affine`); its variables (names,
-    shapes) are the layer's own."""
-    return _affine(x, layer.kernel, layer.bias)
+def _affine(x, kernel, bias):
+    """`x @ kernel + bias` for a 2-D `x`: TensorFlow's oneDNN rewrite fuses this
+    `MatMul + BiasAdd` into one kernel (see `tl_keras.layers.fused_ops`)."""
+    return ops.add(ops.matmul(x, kernel), bias)
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
@@ -113,7 +110,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         """The attention on flattened tokens: `[B*N, C] -> [B*N, C]` (N = `num_tokens`).
 
         `TransformerBlock` calls this directly so that its tokens stay 2-D from one
-        LayerNorm to the next (see `tl_keras.layers.token_learner.affine`)."""
+        LayerNorm to the next (see `tl_keras.layers.fused_ops`)."""
         n, c = num_tokens, x.shape[-1]
         head_dim = c // self.num_heads
         q = self._project(x, self.query_kernel, self.query_bias, n, c)
@@ -191,7 +188,7 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_dropout_rate = attention_dropout_rate
         self.drop_path_rate = drop_path_rate
         policy = self.dtype_policy
-        self.layer_norm_0 = keras.layers.LayerNormalization(
+        self.layer_norm_0 = LayerNorm(
             epsilon=LAYER_NORM_EPSILON, dtype=policy, name="layer_norm_0"
         )
         self.attention = MultiHeadSelfAttention(
@@ -200,7 +197,7 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_output_dropout = keras.layers.Dropout(
             dropout_rate, dtype=policy, name="attention_output_dropout"
         )
-        self.layer_norm_1 = keras.layers.LayerNormalization(
+        self.layer_norm_1 = LayerNorm(
             epsilon=LAYER_NORM_EPSILON, dtype=policy, name="layer_norm_1"
         )
         self.mlp_dense_0 = keras.layers.Dense(
@@ -253,17 +250,17 @@ class TransformerBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         # The tokens are flattened to [B*N, C] for the whole block: every projection is
-        # then a plain 2-D matmul + bias (see `_affine`), which TensorFlow fuses, and the
-        # LayerNorms take fewer passes (`_layer_norm`); same weights, same function.
+        # then a plain 2-D matmul + bias, which TensorFlow fuses (see
+        # `tl_keras.layers.fused_ops`); same weights, same function.
         n, c = dim(inputs, 1), inputs.shape[-1]
         x = ops.reshape(inputs, (-1, c))  # [B*N, C]
-        y = self.attention.attend(_layer_norm(self.layer_norm_0, x), n, training=training)
+        y = self.attention.attend(self.layer_norm_0(x), n, training=training)
         y = self.attention_output_dropout(y, training=training)
         x = x + self._drop_path(y, n, training)
-        y = _dense(self.mlp_dense_0, _layer_norm(self.layer_norm_1, x))  # [B*N, M]
+        y = self.mlp_dense_0(self.layer_norm_1(x))  # [B*N, M]
         y = ops.gelu(y, approximate=True)
         y = self.mlp_dropout_0(y, training=training)
-        y = self.mlp_dropout_1(_dense(self.mlp_dense_1, y), training=training)  # [B*N, C]
+        y = self.mlp_dropout_1(self.mlp_dense_1(y), training=training)  # [B*N, C]
         x = x + self._drop_path(y, n, training)
         return ops.reshape(x, (-1, n, c))  # [B, N, C]
 
@@ -284,28 +281,6 @@ class TransformerBlock(keras.layers.Layer):
 
 # ----------------------------------------------------------------------------------------
 # TokenLearner placement.
-
-_TOKENLEARNERS = {"1.1": TokenLearner, "1": TokenLearnerV1}
-
-
-def _baselines():
-    """`tl_keras.layers.baselines` (the paper's ablation tokenizers) when installed."""
-    if importlib.util.find_spec("tl_keras.layers.baselines") is None:
-        return None
-    return importlib.import_module("tl_keras.layers.baselines")
-
-
-def tokenlearner_versions():
-    """`{version: layer class}` a TL spec may name: `"1.1"` (TokenLearner), `"1"`
-    (TokenLearnerV1) and the ablation baselines of `tl_keras.layers.baselines`
-    (`"grid"`, `"pool"`, `"fc"`, `"pool_mlp"`) when that module is present."""
-    versions = dict(_TOKENLEARNERS)
-    baselines = _baselines()
-    if baselines is not None:
-        for version, cls in baselines.TOKENIZERS.items():
-            versions.setdefault(version, cls)
-    return versions
-
 
 def check_tokenlearner(tokenlearner, num_layers, extra_layers=0, owner="build_encoder"):
     """Validates a TL placement against the encoder depth; raises ValueError naming it.
@@ -333,11 +308,10 @@ def check_tokenlearner(tokenlearner, num_layers, extra_layers=0, owner="build_en
             f"block `at` (0-based) of {num_layers} blocks (+{extra_layers} extra), so `at` "
             f"must be in [0, {min(num_layers, total - 1)}]."
         )
-    versions = tokenlearner_versions()
-    if tokenlearner.version not in versions:
+    if tokenlearner.version not in TOKENIZERS:
         raise ValueError(
             f"{owner}: unknown `tokenlearner.version`={tokenlearner.version!r}; "
-            f"known: {sorted(versions)}."
+            f"known: {sorted(TOKENIZERS)}."
         )
 
 
@@ -353,23 +327,6 @@ def encoder_layout(num_layers, tokenlearner=None, extra_layers=0):
     return [
         ((i == at) or (fuser and i >= at), fuser and i >= at) for i in range(total)
     ]
-
-
-def make_tokenlearner(version, num_tokens, *, temporal, grid, dropout_rate, dtype, name):
-    """Builds the TokenLearner (or baseline tokenizer) of a spec (`grid` = (h, w) of each
-    frame)."""
-    if version == "1":
-        return TokenLearnerV1(
-            num_tokens, spatial_shape=grid, temporal=temporal, dtype=dtype, name=name
-        )
-    if version == "1.1":
-        return TokenLearner(
-            num_tokens, dropout_rate=dropout_rate, temporal=temporal, dtype=dtype, name=name
-        )
-    return _baselines().make_tokenizer(
-        version, num_tokens, temporal=temporal, grid=grid, dropout_rate=dropout_rate,
-        dtype=dtype, name=name,
-    )
 
 
 def build_encoder(
@@ -422,11 +379,11 @@ def build_encoder(
     for i, (tl_before, fuser_after) in enumerate(layout):
         residual = x
         if tl_before:
-            tl = make_tokenlearner(
+            tl = make_tokenizer(
                 tokenlearner.version,
                 tokenlearner.num_tokens,
                 temporal=video,
-                grid=tuple(grid) if grid is not None else None,
+                spatial_shape=tuple(grid) if grid is not None else None,
                 dropout_rate=dropout_rate,
                 dtype=dtype,
                 name=f"tokenlearner_{tl_index}",
@@ -438,7 +395,7 @@ def build_encoder(
             if fuser_after and isinstance(tl, TokenLearner):
                 # The TokenLearner and the TokenFuser both normalise this same input
                 # (each with its own scale and offset): standardise it once for both.
-                normalized = keras.layers.LayerNormalization(
+                normalized = LayerNorm(
                     epsilon=LAYER_NORM_EPSILON, center=False, scale=False, dtype=dtype,
                     name=f"fuser_input_standardize_{tl_index}",
                 )(residual)
@@ -473,6 +430,4 @@ def build_encoder(
                 )(x)  # [B, T*N, C]
         if tl_before:
             tl_index += 1
-    return keras.layers.LayerNormalization(
-        epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="encoder_norm"
-    )(x)
+    return LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="encoder_norm")(x)

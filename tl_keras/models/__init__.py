@@ -1,10 +1,17 @@
-"""ViT and ViViT with TokenLearner, by name.
+"""The model families, by name: ViT and ViViT with TokenLearner, X(2+1)D-M with the
+bottleneck TokenLearner module.
+
+One folder per family (`vit/`, `vivit/`, `x2plus1d/`: model, entrypoints, its own
+layers and cost), the size table (`specs.MODEL_SPECS`, the one source of size
+defaults), the registry, the argument-resolving base of every family (`base`) and the
+per-layer cost formulas they share (`flops_formulas`; public front: `tl_keras.flops`).
 
 ```python
 from tl_keras import TL, models
 model = models.vit_b16(image_size=384, tokenlearner=TL(8, at=6, fuser=True))
 model = models.create_model("vivit_l16", num_frames=32, tokenlearner="16@12")
 models.list_models("vit_l*")
+model = models.x2plus1d_m(num_classes=157, tokenlearner=8)
 ```
 """
 
@@ -36,6 +43,7 @@ from tl_keras.models.vivit import (
     vivit_l14,
     vivit_l16,
 )
+from tl_keras.models.x2plus1d import X2Plus1D, x2plus1d_m
 
 __all__ = [
     "MODEL_SPECS",
@@ -61,5 +69,6 @@ __all__ = [
     "vivit_l16",
     "vivit_l14",
     "vivit_l10",
+    "X2Plus1D",
+    "x2plus1d_m",
 ]
-from tl_keras.models.x2plus1d import X2Plus1D, x2plus1d_m  # noqa: E402,F401  (X(2+1)D-M, paper §6)

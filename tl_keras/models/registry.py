@@ -1,14 +1,14 @@
 """Model registry (timm-style): `register_model`, `create_model`, `list_models`,
-`get_model_spec`.
+`get_model_spec`, and `resolve_model` (a name's checked arguments, nothing built).
 
 An entrypoint is a function `name(**kwargs) -> keras.Model` whose defaults live in
-`tl_keras.models.specs.MODEL_SPECS[name]`; user keyword arguments always win.
+`tl_keras.models.specs.MODEL_SPECS[name]`; user keyword arguments always win. The
+families register themselves when `tl_keras.models` is imported (its `__init__` imports
+every family package), which any import of a `tl_keras.models` module does first.
 """
 
 import copy
 import fnmatch
-import importlib
-import importlib.util
 
 from tl_keras.models.specs import MODEL_SPECS
 
@@ -37,7 +37,6 @@ def register_model(fn):
 
 
 def _check_name(name):
-    _import_models()
     if name not in MODEL_SPECS:
         close = fnmatch.filter(sorted(MODEL_SPECS), f"*{str(name).split('_')[-1]}*")
         hint = f" Did you mean one of {close}?" if close else ""
@@ -53,8 +52,7 @@ def get_model_spec(name):
 
 
 def model_class(name):
-    """The model class (`ViT`, `ViViT`) that builds `name`."""
-    _import_models()
+    """The model class (`ViT`, `ViViT`, `X2Plus1D`) that builds `name`."""
     return _FAMILIES[get_model_spec(name)["family"]]
 
 
@@ -77,16 +75,19 @@ def create_model(model_name, /, **kwargs):
 
 def list_models(pattern="*"):
     """Sorted registered names matching an fnmatch pattern, e.g. `list_models("vit_l*")`."""
-    _import_models()
     return sorted(fnmatch.filter(_ENTRYPOINTS, pattern))
 
 
-# Modules whose entrypoints register themselves on import (optional ones may be absent).
-_MODEL_MODULES = ("vit", "vivit", "x2plus1d")
-
-
-def _import_models():
-    for module in _MODEL_MODULES:
-        name = f"tl_keras.models.{module}"
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
+def resolve_model(model_name, /, **kwargs):
+    """The checked arguments (the family's `Resolved`) of `create_model(model_name,
+    **kwargs)`, without building anything: constructor defaults, then the size table,
+    then `kwargs`. ValueError for an argument the model class does not take."""
+    cls = model_class(model_name)
+    arguments = model_arguments(model_name, **kwargs)
+    arguments.pop("name")
+    arguments.pop("trainable", None)
+    defaults = cls.defaults()
+    unknown = set(arguments) - set(defaults)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown arguments {sorted(unknown)}.")
+    return cls.resolve(**{**defaults, **arguments})

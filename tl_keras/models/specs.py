@@ -2,9 +2,11 @@
 
 `MODEL_SPECS[name]` holds the defaults of a registered model; any keyword argument the
 user passes to `create_model(name, **kwargs)` (or to the entrypoint `vit_b16(**kwargs)`)
-wins over the table.
+wins over the table. The family constructors take their size defaults from it too
+(`ViT`: `vit_b16`, `ViViT`: `vivit_b16`, `X2Plus1D`: `x2plus1d_m`).
 
-ViT sizes (DESIGN §5, Dosovitskiy et al. 2021; hidden, layers, MLP, heads):
+ViT sizes (Dosovitskiy et al. 2021, Table 1, Ti and S as Steiner et al. 2021; the
+paper's §3.1; hidden, layers, MLP, heads):
 Ti 192/12/768/3, S 384/12/1536/6, B 768/12/3072/12, L 1024/24/4096/16,
 H 1280/32/5120/16. ViViT uses the same encoders on 16x16x2 tubelets (Arnab et al. 2021).
 """
@@ -12,7 +14,7 @@ H 1280/32/5120/16. ViViT uses the same encoders on 16x16x2 tubelets (Arnab et al
 import dataclasses
 import re
 
-from tl_keras.layers.transformer import tokenlearner_versions
+from tl_keras.layers.tokenizers import TOKENIZERS
 
 _SIZES = {
     "Ti": dict(hidden_dim=192, num_layers=12, num_heads=3, mlp_dim=768),
@@ -108,7 +110,7 @@ class TL:
         if not isinstance(self.fuser, bool):
             raise ValueError(f"TL: `fuser` must be a bool, got {self.fuser!r}.")
         version = str(self.version)
-        versions = tokenlearner_versions()
+        versions = TOKENIZERS
         if version not in versions:
             raise ValueError(
                 f"TL: unknown `version`={self.version!r}; known: {sorted(versions)}."
@@ -134,7 +136,7 @@ class TL:
             )
         num_tokens, at = int(match.group(1)), int(match.group(2))
         fuser, version = False, "1.1"
-        versions = tokenlearner_versions()
+        versions = TOKENIZERS
         for flag in filter(None, (f.strip() for f in match.group(3).split("+"))):
             if flag == "fuser":
                 fuser = True

@@ -4,27 +4,29 @@
 >>> si = train.make_strategy("auto")
 >>> train.run(cfg, "train_and_evaluate", workdir, si, task)
 
-Modules: `strategy` (flags -> strategy), `loop` (the loop, evaluation, export), `optim`
-(optimizers, schedules), `metrics` (top-k, mAP, mean class accuracy, multi-view merging),
-`checkpoint` (CheckpointManager with the input position), `tasks` (a `Task` from a config:
-tl_keras.models + tl_keras.data), `export` (SavedModel + .keras).
+Modules: `strategy` (flags -> strategy), `task` (`Task`: what the loop consumes), `loop`
+(the loop, evaluation, the export mode `export_run`), `optim` (optimizers, schedules),
+`metrics` (top-k, mAP, mean class accuracy, multi-view merging), `checkpoint`
+(CheckpointManager with the input position), `tasks` (a `Task` from a config:
+tl_keras.models + tl_keras.data). The SavedModel / `.keras` writing itself is
+`tl_keras.export` (`export_model`).
 """
 
 from tl_keras.train.loop import (
     MODES,
     NonFiniteLossError,
     Preempted,
-    Task,
     TrainResult,
     WorkerLostError,
     continuous_evaluate,
     evaluate_model,
-    export,
+    export_run,
     resolve_schedule,
     run,
     train,
 )
 from tl_keras.train.strategy import StrategyInfo, choose_strategy_kind, make_strategy, split_cpu
+from tl_keras.train.task import Task
 
 __all__ = [
     "MODES",
@@ -37,7 +39,7 @@ __all__ = [
     "choose_strategy_kind",
     "continuous_evaluate",
     "evaluate_model",
-    "export",
+    "export_run",
     "make_strategy",
     "resolve_schedule",
     "run",

@@ -12,13 +12,14 @@ events, `config.json`, `metrics.json`, `export/<step>/`):
   `eval.wait_timeout_s` without a new checkpoint). Runs beside a `train` job ("train on the
   TPU, evaluate on a CPU/GPU job"), or after it.
 * `train_and_evaluate`: trains, evaluates every `train.eval_every` steps and at the end.
-* `export`: restores the newest checkpoint into a one-device model and writes
-  `export/<step>/saved_model` and `export/<step>/model.keras`.
+* `export` (`export_run`): restores the newest checkpoint into a one-device model and writes
+  `export/<step>/saved_model` (for TF Serving) and `export/<step>/model.keras` with
+  `tl_keras.export.export_model`.
 
 The loop reads, in order (sections below): set-up, model + optimizer under
 `strategy.scope()`, input, checkpoint, the step functions, the loop itself.
 
-Design points (see DESIGN §7, §10):
+Design points:
 * Per-example losses (`reduction="none"`) averaged over the *global* batch with
   `tf.nn.compute_average_loss`; gradients all-reduced once, explicitly, then clipped by
   their global norm, then applied (the optimizer's own all-reduce is off, see `optim.py`).
@@ -45,25 +46,25 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from tl_keras import configs as configs_lib
+from tl_keras.export import export_model
 from tl_keras.train import checkpoint as ckpt_lib
 from tl_keras.train import metrics as metrics_lib
 from tl_keras.train import optim as optim_lib
-from tl_keras.train.export import export_model
 from tl_keras.train.strategy import StrategyInfo
+from tl_keras.train.task import Task
 
 __all__ = [
-    "Task",
     "run",
     "train",
     "continuous_evaluate",
-    "export",
+    "export_run",
     "evaluate_model",
     "resolve_schedule",
     "NonFiniteLossError",
@@ -89,25 +90,6 @@ class Preempted(RuntimeError):
 
 class WorkerLostError(RuntimeError):
     """A peer of a multi-worker job died or became unreachable."""
-
-
-@dataclasses.dataclass
-class Task:
-    """What the loop trains and evaluates, independent of the strategy.
-
-    `*_dataset_fn(input_context, global_batch_size)` returns a `tf.data.Dataset` of
-    `(inputs, labels)` batches of `input_context.get_per_replica_batch_size(global_batch_size)`
-    examples, reading the share `input_context.input_pipeline_id` of
-    `input_context.num_input_pipelines`. Train data repeats and drops the remainder; eval data
-    is one pass. Eval inputs may carry a view axis: `[B, V, ...]` (multi-view test).
-    Labels are `[B, K]` (one-hot or multi-hot).
-    """
-
-    model_fn: Callable[[], keras.Model]
-    train_dataset_fn: Optional[Callable] = None
-    eval_dataset_fn: Optional[Callable] = None
-    multilabel: bool = False
-    num_train_examples: Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -273,19 +255,15 @@ def _jit(cfg, si):
     return bool(cfg.train.jit_compile)
 
 
-_SCALAR_METADATA = None
+# The metadata of `tf.summary.scalar`'s events: the `scalars` plugin of TensorBoard.
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+).SerializeToString()
 
 
 def _scalar(name, value):
     """`tf.summary.scalar` without the `tensorboard` package: the same event (a float32
     tensor tagged with the `scalars` plugin), written with core `tf.summary.write`."""
-    global _SCALAR_METADATA
-    if _SCALAR_METADATA is None:
-        from tensorflow.core.framework import summary_pb2
-
-        _SCALAR_METADATA = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-        ).SerializeToString()
     tf.summary.write(name, tf.cast(value, tf.float32), metadata=_SCALAR_METADATA)
 
 
@@ -770,8 +748,9 @@ def continuous_evaluate(cfg, workdir, si, task, out=None):
     return result
 
 
-def export(cfg, workdir, task, out=None):
-    """Restores the newest checkpoint into a one-device float32 model and exports it."""
+def export_run(cfg, workdir, task, out=None):
+    """The `export` mode: restores the newest checkpoint of `workdir` into a one-device
+    float32 model and writes `workdir/export/<step>/` (`tl_keras.export.export_model`)."""
     out = out or sys.stdout
     keras.config.set_dtype_policy("float32")
     path = ckpt_lib.latest_checkpoint(workdir)
@@ -803,4 +782,4 @@ def run(cfg, mode, workdir, si: StrategyInfo, task: Task, out=None):
         return train(cfg, workdir, si, task, evaluate=True, out=out)
     if mode == "evaluate":
         return continuous_evaluate(cfg, workdir, si, task, out=out)
-    return export(cfg, workdir, task, out=out)
+    return export_run(cfg, workdir, task, out=out)

@@ -20,7 +20,10 @@ import os
 
 import tensorflow as tf
 
+from tl_keras import data as data_lib
 from tl_keras.configs import ConfigError
+from tl_keras.models import TL, create_model, get_model_spec
+from tl_keras.train.task import Task
 
 __all__ = ["resolve_data", "validate", "model_kwargs", "build_model", "make_task", "SYNTHETIC"]
 
@@ -49,16 +52,12 @@ def _is_synthetic(cfg):
 
 
 def _synthetic_info(cfg):
-    from tl_keras.data import synthetic
-
-    return synthetic.make_dataset(SYNTHETIC[cfg.data.dataset], root=cfg.data.data_dir)
+    return data_lib.synthetic.make_dataset(SYNTHETIC[cfg.data.dataset], root=cfg.data.data_dir)
 
 
 def _dataset_info(cfg):
-    from tl_keras.data import get_dataset_info
-
     try:
-        return get_dataset_info(cfg.data.dataset)
+        return data_lib.get_dataset_info(cfg.data.dataset)
     except ValueError as e:
         raise ConfigError(
             f"data.dataset={cfg.data.dataset!r}: {e}; or one of {sorted(SYNTHETIC)}"
@@ -117,8 +116,6 @@ def _modality(cfg):
 
 def model_kwargs(cfg):
     """Keyword arguments for `create_model(cfg.model.name, ...)`."""
-    from tl_keras.models import TL, get_model_spec
-
     m = cfg.model
     try:
         spec = get_model_spec(m.name)
@@ -142,8 +139,6 @@ def model_kwargs(cfg):
 
 def build_model(cfg):
     """The model of `cfg` (call inside `strategy.scope()`); errors name the config key."""
-    from tl_keras.models import create_model
-
     try:
         return create_model(cfg.model.name, **model_kwargs(cfg))
     except ValueError as e:
@@ -169,8 +164,6 @@ def _pattern_path(cfg, pattern):
 
 def validate(cfg, num_replicas=1, modes=("train",)):
     """Checks `cfg` (already `resolve_data`-ed) before anything is built; raises ConfigError."""
-    from tl_keras.models import get_model_spec
-
     t, d, m = cfg.train, cfg.data, cfg.model
     # Batch sizes and step counts.
     if t.batch_size < 1:
@@ -268,18 +261,13 @@ def validate(cfg, num_replicas=1, modes=("train",)):
             continue
         path = _pattern_path(cfg, pattern)
         try:
-            from tl_keras.data import expand_file_pattern
-
-            expand_file_pattern(path)
+            data_lib.expand_file_pattern(path)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"{key}={pattern!r} (in data.data_dir={d.data_dir!r}): {e}") from None
 
 
 def make_task(cfg, modes=("train",)):
     """The `Task` of `cfg`: model and dataset functions for the loop."""
-    from tl_keras import data as data_lib
-    from tl_keras.train.loop import Task
-
     d, e = cfg.data, cfg.eval
     if d.dataset in IN_MEMORY:
         raise ConfigError(

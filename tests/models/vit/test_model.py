@@ -1,21 +1,20 @@
-"""ViT / ViViT with TokenLearner: placement, arguments, numerics against an independent
-NumPy re-implementation of the reference (Scenic) models, saving, mixed precision,
-gradients, tf.data and XLA."""
+"""ViT with TokenLearner (`tl_keras.models.vit.model`): placement, arguments, the
+transformer trunk (shared with ViViT) against an independent NumPy re-implementation of
+the reference (Scenic) models, the model contract (`run_model_test`), tf.data and XLA."""
 
 import math
-import os
-import tempfile
 
 import keras
 import numpy as np
 import pytest
 
 import numpy_reference as ref
-from test_case import to_numpy
-from tl_keras import TL
-from tl_keras.convert import export_flax_params
+from test_case import TestCase, layers_of, to_numpy
+from tl_keras import TL, flops
+from tl_keras.convert import export_flax_params, load_vit_npz, vit_npz_params
 from tl_keras.layers import TokenFuser, TokenLearner, TokenLearnerV1, TransformerBlock
-from tl_keras.models import ViT, ViViT, create_model, vit_b16, vivit_b16
+from tl_keras.layers.tokenizers import TOKENIZERS
+from tl_keras.models import ViT, create_model, vit_b16, vivit_b16
 
 TINY = dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=4, num_heads=2,
             mlp_dim=64, num_classes=5)
@@ -23,6 +22,10 @@ TINY_VIDEO = dict(TINY, num_frames=4, tubelet_size=2)
 RNG = np.random.default_rng(7)
 
 
+@pytest.fixture(scope="module")
+def model_a():
+    """`vit_b16(**TINY, tokenlearner=TL(3, at=2))`, shared by the tests that only read it."""
+    return vit_b16(**TINY, tokenlearner=TL(3, at=2))
 
 
 def images(batch=2, size=32):
@@ -40,10 +43,6 @@ def randomize(model, scale=0.2):
             w.assign(to_numpy(w) + RNG.normal(0, scale, w.shape).astype("float32"))
 
 
-def layers_of(model, cls):
-    return [layer for layer in model.layers if isinstance(layer, cls)]
-
-
 def block_tokens(model):
     return [layer.input.shape[1] for layer in layers_of(model, TransformerBlock)]
 
@@ -59,8 +58,8 @@ class TestPlacement:
         assert not layers_of(model, TokenLearner)
         assert model.output.shape == (None, 5)
 
-    def test_model_a_tokenlearner_before_block_at(self):
-        model = vit_b16(**TINY, tokenlearner=TL(3, at=2))
+    def test_model_a_tokenlearner_before_block_at(self, model_a):
+        model = model_a
         assert block_tokens(model) == [16, 16, 3, 3]  # gap: no class token
         (tl,) = layers_of(model, TokenLearner)
         assert tl.name == "tokenlearner_0" and tl.num_tokens == 3
@@ -107,20 +106,6 @@ class TestPlacement:
         assert block_tokens(model)[0] == 2 * 5
         assert model(RNG.normal(size=(1, 16, 40, 3)).astype("float32")).shape == (1, 5)
 
-    def test_video_tokenlearner_per_time_step(self):
-        model = vivit_b16(**TINY_VIDEO, tokenlearner=TL(3, at=2))
-        assert block_tokens(model) == [2 * 16, 2 * 16, 2 * 3, 2 * 3]
-        (tl,) = layers_of(model, TokenLearner)
-        assert tl.temporal and tuple(tl.input.shape) == (None, 2, 16, 32)
-        fused = vivit_b16(**TINY_VIDEO, tokenlearner=TL(3, at=3, fuser=True))
-        (fuser,) = layers_of(fused, TokenFuser)
-        assert fuser.mix_tokens_over_time  # DESIGN: all T*S tokens
-        assert tuple(fuser.token_mixing.kernel.shape) == (6, 6)
-        scenic = vivit_b16(**TINY_VIDEO, tokenlearner=TL(3, at=3, fuser=True),
-                           fuser_mix_tokens_over_time=False)
-        (fuser,) = layers_of(scenic, TokenFuser)
-        assert tuple(fuser.token_mixing.kernel.shape) == (3, 3)
-
     def test_pooling_and_representation(self):
         model = vit_b16(**TINY, pooling="gap", representation_size=12)
         assert "cls" not in [layer.name for layer in model.layers]
@@ -163,28 +148,6 @@ class TestArguments:
         with pytest.raises(ValueError, match=match):
             vit_b16(**{**TINY, **kwargs})
         assert not made
-
-    @pytest.mark.parametrize(
-        "kwargs, match",
-        [(dict(num_frames=5), "num_frames"), (dict(tubelet_size=0), "tubelet_size"),
-         (dict(tokenlearner=TL(2, at=9)), "at")],
-    )
-    def test_video_value_errors(self, kwargs, match):
-        with pytest.raises(ValueError, match=match):
-            vivit_b16(**{**TINY_VIDEO, **kwargs})
-
-    def test_tl_spec(self):
-        spec = TL.parse("8@6+fuser")
-        assert spec == TL(8, 6, fuser=True) and str(spec) == "8@6+fuser"
-        assert TL.parse("16@12") == TL(16, 12)
-        assert TL.parse("8@6+v1").version == "1"
-        assert TL.from_config(spec.to_config()) == spec
-        with pytest.raises(Exception):
-            spec.at = 3  # frozen
-        for bad in (dict(num_tokens=0, at=1), dict(num_tokens=2, at=-1),
-                    dict(num_tokens=2, at=1, version="2")):
-            with pytest.raises(ValueError):
-                TL(**bad)
 
     def test_user_kwargs_win_over_the_table(self):
         model = create_model("vit_l16", **TINY)
@@ -262,6 +225,9 @@ def as64(tree):
 
 
 class TestMatchesReference:
+    """The trunk of ViT and ViViT (`build_trunk`) against the reference forward; the video
+    cases run it on tubelets."""
+
     @pytest.mark.parametrize(
         "tl, video, mix_over_time",
         [
@@ -291,93 +257,39 @@ class TestMatchesReference:
         )
         np.testing.assert_allclose(to_numpy(model(x)), expected, rtol=2e-4, atol=2e-4)
 
-    def test_fuser_and_head_start_at_zero(self):
-        model = vit_b16(**TINY, tokenlearner=TL(3, at=2, fuser=True))
-        assert not np.any(to_numpy(model(images())))  # zero head
-        for fuser in layers_of(model, TokenFuser):
-            assert not np.any(to_numpy(fuser.token_mixing.kernel))
-
 
 # ---------------------------------------------------------------------------------------
 # Keras model contract.
 
 
-class TestKerasContract:
-    @pytest.mark.parametrize("tl", [None, TL(3, at=2, fuser=True)])
-    def test_keras_round_trip(self, tl):
-        model = vit_b16(**TINY, tokenlearner=tl, representation_size=8)
-        randomize(model)
-        x = images()
-        expected = to_numpy(model(x))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.keras")
-            model.save(path)
-            loaded = keras.saving.load_model(path)
-        assert isinstance(loaded, ViT)
-        assert loaded.get_config() == model.get_config()
-        np.testing.assert_array_equal(to_numpy(loaded(x)), expected)
+class TestKerasContract(TestCase):
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            dict(TINY, representation_size=8),
+            dict(TINY, tokenlearner=TL(3, at=2)),
+            dict(TINY, tokenlearner=TL(3, at=1, fuser=True), representation_size=8),
+            dict(TINY, tokenlearner=TL(2, at=2, fuser=True, version="1")),
+        ],
+        ids=["plain", "tl", "tl_fuser", "tl_v1_fuser"],
+    )
+    def test_model_contract(self, kwargs, model_a):
+        """Config, forward, `.keras` round trip, bfloat16 by value, a gradient for every
+        trainable weight (with and without TokenLearner / TokenFuser)."""
+        shared = kwargs == dict(TINY, tokenlearner=TL(3, at=2))
+        self.run_model_test(ViT, kwargs, images(), (2, 5), model=model_a if shared else None)
 
-    def test_video_round_trip(self):
-        model = vivit_b16(**TINY_VIDEO, tokenlearner=TL(2, at=3, fuser=True))
-        randomize(model)
-        x = videos()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.keras")
-            model.save(path)
-            loaded = keras.saving.load_model(path)
-        assert isinstance(loaded, ViViT)
-        np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
-
-    def test_summary(self):
+    def test_summary(self, model_a):
         lines = []
-        vit_b16(**TINY, tokenlearner=TL(3, at=2)).summary(print_fn=lines.append)
+        model_a.summary(print_fn=lines.append)
         text = "\n".join(lines)
         assert "tokenlearner_0" in text and "encoderblock_3" in text
 
-    @pytest.mark.parametrize("video", [False, True])
-    def test_mixed_precision_float32_logits(self, video):
-        keras.config.set_dtype_policy("mixed_bfloat16")
-        if video:
-            model = vivit_b16(**TINY_VIDEO, tokenlearner=TL(2, at=2, fuser=True))
-            x = videos()
-        else:
-            model = vit_b16(**TINY, tokenlearner=TL(2, at=2, fuser=True))
-            x = images()
-        randomize(model)
-        out = model(x)
-        assert keras.backend.standardize_dtype(out.dtype) == "float32"
-        assert np.all(np.isfinite(to_numpy(out)))
-        block = model.get_layer("encoderblock_0")
-        assert block.compute_dtype == "bfloat16"
-        assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in model.weights)
-
-    @pytest.mark.parametrize(
-        "factory, kwargs, data",
-        [
-            (vit_b16, dict(TINY, tokenlearner=TL(3, at=2)), images),
-            (vit_b16, dict(TINY, tokenlearner=TL(3, at=1, fuser=True), representation_size=8),
-             images),
-            (vit_b16, dict(TINY, tokenlearner=TL(2, at=2, fuser=True, version="1")), images),
-            (vit_b16, dict(TINY), images),
-            (vivit_b16, dict(TINY_VIDEO, tokenlearner=TL(2, at=2, fuser=True)), videos),
-        ],
-    )
-    def test_every_trainable_weight_gets_a_gradient(self, factory, kwargs, data):
-        """One SGD step on a model whose zero-initialised head / fuser mixing are set
-        non-zero changes every trainable weight, i.e. each has a non-zero gradient."""
-        model = factory(**kwargs)
-        for layer in [model.get_layer("head")] + layers_of(model, TokenFuser):
-            dense = layer if isinstance(layer, keras.layers.Dense) else layer.token_mixing
-            dense.kernel.assign(RNG.normal(0, 0.5, dense.kernel.shape).astype("float32"))
-        x = data()
-        y = RNG.integers(0, 5, len(x))
-        before = [to_numpy(w).copy() for w in model.trainable_weights]
-        model.compile(optimizer=keras.optimizers.SGD(0.1),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
-        unchanged = [w.path for w, b in zip(model.trainable_weights, before)
-                     if np.array_equal(to_numpy(w), b)]
-        assert not unchanged
+    def test_fuser_and_head_start_at_zero(self):
+        model = vit_b16(**TINY, tokenlearner=TL(3, at=2, fuser=True))
+        assert not np.any(to_numpy(model(images())))  # zero head
+        for fuser in layers_of(model, TokenFuser):
+            assert not np.any(to_numpy(fuser.token_mixing.kernel))
 
     def test_training_flag_reaches_dropout_and_drop_path(self):
         model = vit_b16(**TINY, dropout_rate=0.3, drop_path_rate=0.3,
@@ -389,7 +301,7 @@ class TestKerasContract:
 
     @pytest.mark.tf_only
     def test_predict_on_tf_data_and_xla(self):
-        import tensorflow as tf
+        import tensorflow as tf  # a TensorFlow-only test
 
         model = vit_b16(**TINY, tokenlearner=TL(3, at=2, fuser=True))
         randomize(model)
@@ -404,15 +316,9 @@ class TestKerasContract:
 @pytest.mark.parametrize("version", ["grid", "pool", "fc", "pool_mlp"])
 def test_baseline_tokenizers_by_version(version):
     """The ablation baselines go wherever a TokenLearner goes (`TL(version=...)`)."""
-    from tl_keras import flops
-    from tl_keras.convert import load_vit_npz, vit_npz_params
-    from tl_keras.layers.transformer import tokenlearner_versions
-
-    if version not in tokenlearner_versions():
-        pytest.skip("tl_keras.layers.baselines not present")
     kwargs = dict(TINY, tokenlearner=TL(4, at=2, version=version))
     model = vit_b16(**kwargs)
-    assert type(model.get_layer("tokenlearner_0")) is tokenlearner_versions()[version]
+    assert type(model.get_layer("tokenlearner_0")) is TOKENIZERS[version]
     assert block_tokens(model) == [16, 16, 4, 4]
     randomize(model)
     out = to_numpy(model(images()))

@@ -1,5 +1,5 @@
-"""X(2+1)D building blocks and the bottleneck modules of the paper's §6 (Fig. 9,
-Tables 12-14).
+"""The X(2+1)D layers: (2+1)D convolution, the residual unit and the bottleneck modules of
+the paper's §6 (Fig. 9, Tables 12-14).
 
 Every layer here takes a video feature map `[B, T, H, W, C]` (B batch, T frames,
 H x W grid, C channels):
@@ -15,7 +15,7 @@ H x W grid, C channels):
   S tokens per frame and a transformer (VectorAttention or MHSA) over the `T*S` tokens;
 * `SpaceTimeModule`: the module slot of an X(2+1)D residual unit, any alternative of
   `MODULES` (`"conv2d_tokenlearner"`, the paper's final model, `"conv2d_conv1d"`, the
-  plain backbone, and the ablations);
+  plain backbone, and the ablations of Tables 12-14);
 * `X2Plus1DUnit`: the residual bottleneck unit `1x1x1 up -> BN -> ReLU -> module -> BN ->
   ReLU -> 1x1x1 down -> BN (+ shortcut) -> ReLU`.
 
@@ -31,9 +31,9 @@ from tl_keras.layers._utils import (
     check_positive_int,
     check_rate,
 )
-from tl_keras.layers.baselines import (
+from tl_keras.layers.baselines import UnpoolFuser
+from tl_keras.layers.tokenizers import (
     TOKENIZERS,
-    UnpoolFuser,
     make_fuser,
     make_tokenizer,
     tokenizer_has_maps,
@@ -45,13 +45,15 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
-def _conv_init():
+def conv_init():
+    """X3D's convolution initialisation (He normal, fan out)."""
     return keras.initializers.VarianceScaling(
         2.0, mode="fan_out", distribution="untruncated_normal"
     )
 
 
-def _conv(owner, filters, kernel, strides=(1, 1, 1), groups=1, name=None):
+def conv3d(filters, kernel, strides=(1, 1, 1), groups=1, name=None, dtype=None):
+    """A bias-free `"same"` Conv3D with X3D's initialisation (every conv of the family)."""
     return keras.layers.Conv3D(
         filters,
         kernel,
@@ -59,20 +61,29 @@ def _conv(owner, filters, kernel, strides=(1, 1, 1), groups=1, name=None):
         padding="same",
         groups=groups,
         use_bias=False,
-        kernel_initializer=_conv_init(),
-        dtype=owner.dtype_policy,
+        kernel_initializer=conv_init(),
+        dtype=dtype,
         name=name,
     )
 
 
-def _bn(owner, name, zero_init=False):
+def batch_norm(name, zero_init=False, dtype=None):
+    """X3D's batch norm (`gamma` zero-initialised for the last BN of a unit)."""
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         gamma_initializer="zeros" if zero_init else "ones",
-        dtype=owner.dtype_policy,
+        dtype=dtype,
         name=name,
     )
+
+
+def _conv(owner, filters, kernel, strides=(1, 1, 1), groups=1, name=None):
+    return conv3d(filters, kernel, strides, groups, name=name, dtype=owner.dtype_policy)
+
+
+def _bn(owner, name, zero_init=False):
+    return batch_norm(name, zero_init, dtype=owner.dtype_policy)
 
 
 def _check_video(shape, owner, what="input"):

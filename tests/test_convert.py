@@ -1,4 +1,6 @@
-"""Whole-model weight loading: JAX ViT `.npz` checkpoints and Scenic parameter trees."""
+"""`tl_keras.convert`: reference (Scenic/Flax) names of single layers (`load_flax_params`:
+names, errors, nothing assigned on failure) and of whole models (JAX ViT `.npz`
+checkpoints, Scenic parameter trees)."""
 
 import os
 import tempfile
@@ -6,6 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 
+import numpy_reference as ref
 from test_case import to_numpy
 from tl_keras import TL
 from tl_keras.convert import (
@@ -15,14 +18,93 @@ from tl_keras.convert import (
     load_vit_npz,
     model_variable_map,
     save_vit_npz,
+    transfer_vit_to_vivit,
     vit_npz_params,
 )
+from tl_keras.layers import TokenFuser, TokenLearner, TokenLearnerV1, VectorAttention
 from tl_keras.layers.embeddings import resize_position_embedding
 from tl_keras.models import vit_b16, vivit_b16
+from tl_keras.models.vivit import transfer_vit_to_vivit as family_transfer
 
 TINY = dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=2,
             mlp_dim=64, num_classes=5)
 RNG = np.random.default_rng(17)
+LAYER_RNG = np.random.default_rng(3)
+
+
+# ---------------------------------------------------------------------------------------
+# Single layers.
+
+
+def built_v11():
+    layer = TokenLearner(4, bottleneck_dim=6)
+    layer(np.zeros((1, 9, 8), "float32"))
+    return layer
+
+
+def test_reference_names_cover_every_weight():
+    cases = [
+        (built_v11(), ref.random_v11_params(LAYER_RNG, 8, 4, 6)),
+        (TokenLearnerV1(3), ref.random_v1_params(LAYER_RNG, 8, 3)),
+        (TokenFuser(bottleneck_dim=5), ref.random_fuser_params(LAYER_RNG, 8, 3, 3, 5)),
+        (VectorAttention(key_dim=4), ref.random_vector_attention_params(LAYER_RNG, 8, 4, gamma=True)),
+    ]
+    for layer, params in cases:
+        if not layer.built:
+            if isinstance(layer, TokenFuser):
+                layer(np.zeros((1, 3, 8), "float32"), np.zeros((1, 9, 8), "float32"))
+            elif isinstance(layer, TokenLearnerV1):
+                layer(np.zeros((1, 3, 3, 8), "float32"))
+            else:
+                layer(np.zeros((1, 9, 8), "float32"))
+        load_flax_params(layer, params)
+        flat = flatten_params(params)
+        assert len(flat) == len(layer.weights), type(layer).__name__
+        loaded = sorted(float(np.sum(to_numpy(w))) for w in layer.weights)
+        expected = sorted(float(np.sum(v)) for v in flat.values())
+        np.testing.assert_allclose(loaded, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_flat_keys_accepted():
+    layer = built_v11()
+    params = ref.random_v11_params(LAYER_RNG, 8, 4, 6)
+    load_flax_params(layer, flatten_params(params))
+    np.testing.assert_allclose(to_numpy(layer.layer_norm.gamma), params["LayerNorm_0"]["scale"], rtol=1e-6)
+
+
+def test_errors_name_every_misfit_and_assign_nothing():
+    layer = built_v11()
+    before = [to_numpy(w).copy() for w in layer.weights]
+    params = ref.random_v11_params(LAYER_RNG, 8, 4, 6)
+    del params["token_masking"]["Dense_1"]["bias"]
+    params["LayerNorm_0"]["scale"] = np.ones(7)
+    params["extra"] = {"kernel": np.ones(3)}
+    with pytest.raises(ValueError) as err:
+        load_flax_params(layer, params)
+    msg = str(err.value)
+    assert "missing: token_masking/Dense_1/bias" in msg
+    assert "LayerNorm_0/scale: got (7,), expected (8,)" in msg
+    assert "unexpected: extra/kernel" in msg
+    for w, b in zip(layer.weights, before):
+        np.testing.assert_array_equal(to_numpy(w), b)
+    # Non-strict loading ignores the extra entry but still needs everything else.
+    params = ref.random_v11_params(LAYER_RNG, 8, 4, 6)
+    params["extra"] = {"kernel": np.ones(3)}
+    load_flax_params(layer, params, strict=False)
+
+
+def test_unbuilt_layer():
+    with pytest.raises(ValueError, match="not built"):
+        load_flax_params(TokenLearner(2), {})
+
+
+def test_transfer_is_the_vivit_family_s():
+    """`tl_keras.convert` re-exports the ViViT family's ViT -> ViViT transfer."""
+    assert transfer_vit_to_vivit is family_transfer
+
+
+# ---------------------------------------------------------------------------------------
+# Whole models.
 
 
 def randomize(model, scale=0.2):

@@ -1,12 +1,16 @@
-"""X(2+1)D layers: (2+1)D conv, space-time attention, MLP-Mixer, TokenLearner module,
-every module alternative of the slot, the residual unit."""
+"""X(2+1)D layers (`tl_keras.models.x2plus1d.layers`): (2+1)D conv, space-time attention,
+MLP-Mixer, the TokenLearner module (also against the independent NumPy reference), every
+module alternative of the slot, the residual unit."""
 
 import keras
 import numpy as np
 import pytest
 
-from test_case import TestCase, to_numpy
-from tl_keras.layers.conv2plus1d import (
+import numpy_reference as ref
+from test_case import TestCase, gradients, perturb_weights, to_numpy
+from tl_keras.convert import load_flax_params
+from tl_keras.layers import VectorAttention
+from tl_keras.models.x2plus1d.layers import (
     MODULES,
     Conv2Plus1D,
     FrameMLPMixer,
@@ -24,30 +28,6 @@ SHAPE = (2, 4, 8, 8, 8)
 
 def rand(*shape):
     return RNG.normal(size=shape).astype("float32")
-
-
-def gradients(layer, x):
-    """Gradients of a scalar of `layer(x)` w.r.t. its trainable weights (any backend)."""
-    layer(x)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
-        return [to_numpy(g) for g in tape.gradient(loss, layer.trainable_variables)]
-    if backend == "jax":
-        import jax
-
-        trainable = [v.value for v in layer.trainable_variables]
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(tv):
-            y, _ = layer.stateless_call(tv, non_trainable, x, training=True)
-            return (y**2).sum()
-
-        return [np.asarray(g) for g in jax.grad(loss)(trainable)]
-    raise NotImplementedError(backend)
 
 
 class TestConv2Plus1D(TestCase):
@@ -168,7 +148,7 @@ class TestTokenLearnerModule(TestCase):
             run_mixed_precision_check=False,  # covered by the module and unit tests
         )
 
-    @pytest.mark.slow  # each part is trained alone in test_baselines_layers.py
+    @pytest.mark.slow  # each part is trained alone in tests/layers/test_baselines.py
     def test_every_tokenizer_and_fuser(self):
         """Forward and backward with every token learner x fuser pair it accepts."""
         x = rand(*SHAPE)
@@ -207,6 +187,15 @@ class TestTokenLearnerModule(TestCase):
             TokenLearnerModule(4, fuser="concat")
 
 
+# Modules whose `fit` check (a traced train step, ~2 s each on CPU) runs by default; the
+# others train with the slow tests and run their backward eagerly by default.
+TRAINED_BY_DEFAULT = ("conv2d_conv1d", "joint_mhsa", "conv2d_mlp_mixer", "conv2d_tokenlearner")
+
+
+def module_kwargs(module):
+    return {"module": module, "num_tokens": 4, "num_heads": 2, "strides": 2}
+
+
 class TestSpaceTimeModule(TestCase):
     """Every alternative: builds, runs forward and backward, saves, and has the shape of
     the module it replaces (the plain Conv2D + Conv1D)."""
@@ -219,11 +208,23 @@ class TestSpaceTimeModule(TestCase):
         assert expected == (2, 4, 4, 4, 8)
         self.run_layer_test(
             SpaceTimeModule,
-            {"module": module, "num_tokens": 4, "num_heads": 2, "strides": 2},
+            module_kwargs(module),
             x,
             expected,
             run_mixed_precision_check=module in ("conv2d_tokenlearner", "joint_mhsa"),
+            run_training_check=module in TRAINED_BY_DEFAULT,
         )
+        if module not in TRAINED_BY_DEFAULT:
+            layer = SpaceTimeModule(**module_kwargs(module))
+            layer(x)
+            grads = gradients(perturb_weights(layer), x)
+            assert all(np.isfinite(g).all() and np.any(g) for g in grads), module
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("module", sorted(set(MODULES) - set(TRAINED_BY_DEFAULT)))
+    def test_every_module_trains(self, module):
+        """`fit` steps change every trainable weight (the default run covers the rest)."""
+        self._check_training(SpaceTimeModule, module_kwargs(module), (rand(*SHAPE),), 3)
 
     def test_errors(self):
         with pytest.raises(ValueError, match="module"):
@@ -266,3 +267,70 @@ class TestX2Plus1DUnit(TestCase):
         unit = X2Plus1DUnit(8, 12, module="conv2d_tokenlearner", num_tokens=4, dtype="mixed_float16")
         out = unit(rand(*SHAPE))
         assert keras.backend.standardize_dtype(out.dtype) == "float16"
+
+
+# ----------------------------------------------------------------------------------------
+# The bottleneck TokenLearner module against the independent NumPy reference: TokenLearner
+# (one conv, sigmoid, average pooling) -> LN -> VectorAttention over the T*S tokens
+# (+ residual) -> TokenFuser (+ residual).
+
+
+def load_module(layer, channels, num_tokens, frames):
+    """Random reference-named parameters, loaded into the module's parts."""
+    p_tl = ref.random_v1_params(RNG, channels, num_tokens, num_convs=1)
+    p_ln = ref._ln(RNG, channels)
+    p_va = ref.random_vector_attention_params(RNG, channels)
+    p_fu = ref.random_fuser_params(
+        RNG, channels, num_tokens, frames * num_tokens, bottleneck=64
+    )
+    load_flax_params(layer.token_learner, p_tl)
+    load_flax_params(layer.transformer, p_va)
+    load_flax_params(layer.token_fuser, p_fu)
+    layer.norm.gamma.assign(p_ln["scale"])
+    layer.norm.beta.assign(p_ln["bias"])
+    return p_tl, p_ln, p_va, p_fu
+
+
+def numpy_module(x, p_tl, p_ln, p_va, p_fu):
+    z = ref.token_learner(x.astype("float64"), p_tl, version="1", pooling="mean")  # [B, T*S, C]
+    z = z + ref.vector_attention(ref.layer_norm(z, p_ln), p_va)
+    return x + ref.token_fuser(z, x.astype("float64"), p_fu, mix_over_time=True)
+
+
+class TestVectorAttentionOnLearnedTokens:
+    def test_matches_numpy_on_module_tokens(self):
+        """VectorAttention on the T*S tokens a TokenLearnerModule produces."""
+        x = rand(2, 4, 8, 8, 16)
+        module = TokenLearnerModule(4)
+        module(x)
+        tokens = to_numpy(module.token_learner(x))  # [B, T*S, C] = [2, 16, 16]
+        params = ref.random_vector_attention_params(RNG, 16)
+        va = VectorAttention()
+        va(tokens)
+        load_flax_params(va, params)
+        np.testing.assert_allclose(
+            to_numpy(va(tokens)), ref.vector_attention(tokens, params), atol=1e-4, rtol=1e-4
+        )
+
+
+class TestModuleMatchesNumpy:
+    @pytest.mark.parametrize("shape, num_tokens", [((2, 4, 8, 8, 16), 4), ((1, 3, 5, 7, 8), 8)])
+    def test_token_learner_module(self, shape, num_tokens):
+        x = rand(*shape)
+        layer = TokenLearnerModule(num_tokens)
+        layer(x)
+        params = load_module(layer, shape[-1], num_tokens, shape[1])
+        np.testing.assert_allclose(
+            to_numpy(layer(x)), numpy_module(x, *params), atol=1e-4, rtol=1e-4
+        )
+
+    def test_slot_without_conv2d(self):
+        """`SpaceTimeModule("tokenlearner")` is exactly the TokenLearner module."""
+        x = rand(2, 4, 8, 8, 16)
+        slot = SpaceTimeModule("tokenlearner", num_tokens=4)
+        slot(x)
+        (inner,) = slot.block_layers
+        params = load_module(inner, 16, 4, 4)
+        np.testing.assert_allclose(
+            to_numpy(slot(x)), numpy_module(x, *params), atol=1e-4, rtol=1e-4
+        )

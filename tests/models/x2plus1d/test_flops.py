@@ -1,5 +1,6 @@
-"""GFLOPs and parameter counts of the X(2+1)D modules and networks: against the built
-layers, hand formulas, an independent layer walk, the paper, and BENCHMARKS.md."""
+"""GFLOPs and parameter counts of the X(2+1)D modules and networks
+(`tl_keras.models.x2plus1d.flops`): against the built layers, hand formulas, an
+independent layer walk, the paper, and BENCHMARKS.md."""
 
 import pathlib
 
@@ -7,7 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from tl_keras.flops_x2plus1d import (
+from tl_keras import flops
+from tl_keras.models.x2plus1d import MODULES, SpaceTimeModule, x2plus1d_m
+from tl_keras.models.x2plus1d.flops import (
     PAPER_MODULES,
     module_cost,
     module_gflops,
@@ -17,10 +20,8 @@ from tl_keras.flops_x2plus1d import (
     x2plus1d_cost,
     x2plus1d_gflops,
 )
-from tl_keras.layers.conv2plus1d import MODULES, SpaceTimeModule
-from tl_keras.models.x2plus1d import x2plus1d_m
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 T, H, W, C, S = 64, 8, 8, 432, 8
 P = T * H * W  # 4096 positions of the paper's module input
 M = T * S  # 512 tokens
@@ -29,6 +30,12 @@ TINY = dict(
     num_frames=4, image_size=64, stem_width=4, widths=(4, 8, 8, 16), depths=(1, 1, 1, 2),
     expansion=2, head_width=16, fc_width=12, num_heads=2, tokenlearner=4,
 )
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """`x2plus1d_m(5, **TINY)`, built once (the tests only count it)."""
+    return x2plus1d_m(5, **TINY)
 
 
 def trainable(layer):
@@ -59,8 +66,8 @@ class TestParameters:
         ["conv2d_tokenlearner"]
         + [pytest.param(m, marks=pytest.mark.slow) for m in ("joint_mhsa", "conv2d_conv1d")],
     )
-    def test_tiny_network_matches_the_model(self, module):
-        model = x2plus1d_m(5, module=module, **TINY)
+    def test_tiny_network_matches_the_model(self, module, tiny):
+        model = tiny if module == "conv2d_tokenlearner" else x2plus1d_m(5, module=module, **TINY)
         assert trainable(model) == x2plus1d_cost(model).params
         assert x2plus1d_cost(model).params == x2plus1d_cost("x2plus1d_m", num_classes=5,
                                                             module=module, **TINY).params
@@ -179,10 +186,8 @@ class TestIndependentWalk:
 
 
 class TestApi:
-    def test_gflops_dispatch(self):
-        from tl_keras import flops
-
-        model = x2plus1d_m(5, **TINY)
+    def test_gflops_dispatch(self, tiny):
+        model = tiny
         assert flops.gflops(model) == pytest.approx(x2plus1d_gflops(model))
         assert flops.gflops("x2plus1d_m", num_classes=5, **TINY) == pytest.approx(
             x2plus1d_gflops(model)
@@ -196,6 +201,10 @@ class TestApi:
         )
         with pytest.raises(ValueError, match="module"):
             module_cost("conv3d")
+        with pytest.raises(ValueError, match="unknown options"):
+            module_cost("conv2d_conv1d", num_token=4)
+        with pytest.raises(ValueError, match="tokenizer"):
+            module_cost("conv2d_tokenlearner", tokenizer="2")
 
 
 class TestBenchmarks:

@@ -1,13 +1,11 @@
-"""Token-learning and fusing alternatives: contract, numerics against NumPy, factories."""
+"""Token-learning and fusing alternatives: contract, numerics against NumPy."""
 
-import keras
 import numpy as np
 import pytest
 
 from test_case import TestCase, to_numpy
-from tl_keras.layers import TokenFuser, TokenLearner, TokenLearnerV1
+from tl_keras.layers import TokenLearnerV1
 from tl_keras.layers.baselines import (
-    BASELINE_TOKENIZERS,
     FCTokenizer,
     GridTokenizer,
     PoolMLPTokenizer,
@@ -16,9 +14,8 @@ from tl_keras.layers.baselines import (
     UnpoolFuser,
     cell_masks,
     grid_shape,
-    make_fuser,
-    make_tokenizer,
 )
+
 
 RNG = np.random.default_rng(11)
 
@@ -209,46 +206,3 @@ class TestFusers(TestCase):
             ReprojectionFuser(mlp_ratio=-1)
         with pytest.raises(ValueError, match="channel"):
             ReprojectionFuser()(rand(2, 4, 5), rand(2, 16, 6))
-
-
-class TestFactories:
-    def test_make_tokenizer(self):
-        assert isinstance(make_tokenizer("1.1", 8), TokenLearner)
-        v1 = make_tokenizer("1", 8, num_conv_layers=1, grid=(7, 7), temporal=True)
-        assert isinstance(v1, TokenLearnerV1)
-        assert (v1.num_conv_layers, v1.spatial_shape, v1.temporal) == (1, (7, 7), True)
-        for version, cls in BASELINE_TOKENIZERS.items():
-            layer = make_tokenizer(version, 4, temporal=True, grid=(4, 4), dropout_rate=0.1,
-                                   name=f"tok_{version}", dtype="mixed_bfloat16")
-            assert isinstance(layer, cls) and layer.name == f"tok_{version}"
-            assert layer.dtype_policy.name == "mixed_bfloat16"
-            out = layer(rand(2, 3, 16, 6))
-            assert tuple(out.shape) == (2, 12, 6)
-        assert make_tokenizer("pool", 4, pooling="avg").pooling == "avg"
-
-    def test_make_tokenizer_errors(self):
-        with pytest.raises(ValueError, match="version"):
-            make_tokenizer("2", 8)
-        with pytest.raises(ValueError, match="num_conv_layers"):
-            make_tokenizer("grid", 8, num_conv_layers=1)
-
-    def test_make_fuser(self):
-        assert isinstance(make_fuser("tokenfuser", dropout_rate=0.1), TokenFuser)
-        assert isinstance(make_fuser("unpool", temporal=True), UnpoolFuser)
-        assert make_fuser("reprojection", num_heads=2).num_heads == 2
-        with pytest.raises(ValueError, match="kind"):
-            make_fuser("concat")
-        with pytest.raises(ValueError, match="bogus"):
-            make_fuser("unpool", bogus=1)
-
-    def test_keras_file_round_trip_in_a_model(self, tmp_path):
-        """A ViT-style stack with a baseline tokenizer + reprojection saves and reloads."""
-        x = rand(2, 16, 6)
-        inp = keras.Input((16, 6))
-        tokens = make_tokenizer("fc", 4, name="tok")(inp)
-        fused = make_fuser("reprojection", num_heads=2, name="fuse")(tokens, inp)
-        model = keras.Model(inp, keras.layers.Add()([inp, fused]))
-        path = tmp_path / "m.keras"
-        model.save(path)
-        loaded = keras.saving.load_model(path)
-        np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))

@@ -1,12 +1,15 @@
-"""X(2+1)D-M: builds tiny, trains a step, saves, registry, arguments."""
+"""X(2+1)D-M (`tl_keras.models.x2plus1d.model`): builds tiny, the model contract
+(`run_model_test`), trains a step, registry, arguments."""
 
 import keras
 import numpy as np
 import pytest
 
-from test_case import to_numpy
-from tl_keras.layers.conv2plus1d import MODULES, X2Plus1DUnit
-from tl_keras.models.x2plus1d import X2Plus1D, x2plus1d_m
+import tl_keras
+from test_case import TestCase, to_numpy
+from tl_keras.models import MODEL_SPECS, TL, create_model, list_models
+from tl_keras.models.registry import resolve_model
+from tl_keras.models.x2plus1d import MODULES, X2Plus1D, X2Plus1DUnit, x2plus1d_m
 
 RNG = np.random.default_rng(3)
 
@@ -29,9 +32,16 @@ def clip(batch=2, frames=4, size=64):
     return RNG.uniform(-1, 1, (batch, frames, size, size, 3)).astype("float32")
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """`x2plus1d_m(5, **TINY)`, built once for the tests of this module (some perturb or
+    train it; none depends on its initial values)."""
+    return x2plus1d_m(5, **TINY)
+
+
 class TestBuild:
-    def test_tiny_default_model(self):
-        model = x2plus1d_m(5, **TINY)
+    def test_tiny_default_model(self, tiny):
+        model = tiny
         assert model.name == "x2plus1d_m"
         assert tuple(model.input.shape) == (None, 4, 64, 64, 3)
         assert tuple(model.output.shape) == (None, 5)
@@ -48,16 +58,13 @@ class TestBuild:
         assert tuple(out.shape) == (2, 5) and np.isfinite(to_numpy(out)).all()
 
     def test_full_size_arguments(self):
-        """X3D-M widths, depths and inner widths, resolved without building."""
-        from tl_keras.models.x2plus1d import X2PLUS1D_M, resolve_arguments
-
-        args = {k: v for k, v in X2PLUS1D_M.items() if k != "family"}
-        r = resolve_arguments(
-            num_classes=157, include_top=True, module="conv2d_tokenlearner", tokenlearner=8,
-            fuser="tokenfuser", num_heads=8, temporal_kernel_size=3,
-            stem_temporal_kernel_size=5, depthwise=False, dropout_rate=0.5,
-            module_dropout_rate=0.0, **args,
-        )
+        """X3D-M widths, depths and inner widths, resolved without building; the
+        constructor's defaults are the size table's."""
+        r = resolve_model("x2plus1d_m")
+        assert r == X2Plus1D.resolve(**X2Plus1D.defaults())
+        spec = MODEL_SPECS["x2plus1d_m"]
+        assert {k: X2Plus1D.defaults()[k] for k in spec if k != "family"} == {
+            k: v for k, v in spec.items() if k != "family"}
         assert r.widths == (24, 48, 96, 192) and r.depths == (3, 5, 11, 7)
         assert r.inner_widths == (54, 108, 216, 432)
         assert r.grid(3) == (7, 7) and r.num_frames == 64
@@ -87,15 +94,11 @@ class TestBuild:
         ["grid", "pool_mlp"] + [pytest.param(v, marks=pytest.mark.slow) for v in ("1.1", "pool", "fc")],
     )
     def test_tokenizer_from_tl_spec(self, version):
-        from tl_keras.models.specs import TL
-
         model = x2plus1d_m(5, **{**TINY, "tokenlearner": TL(4, at=0, version=version)})
         assert model.get_layer("res5_unit0").tokenizer == version
         assert tuple(model(clip()).shape) == (2, 5)
 
     def test_tokenlearner_forms(self):
-        from tl_keras.models.specs import TL
-
         for value, expected in (
             (4, (4, "1")),
             (TL(4, at=0), (4, "1.1")),
@@ -110,20 +113,37 @@ class TestBuild:
         model = x2plus1d_m(None, include_top=False, **TINY)
         assert tuple(model.output.shape) == (None, 12)
 
-    def test_mixed_precision_logits_are_float32(self):
-        keras.config.set_dtype_policy("mixed_bfloat16")
-        model = x2plus1d_m(5, **TINY)
-        out = model(clip())
-        assert keras.backend.standardize_dtype(out.dtype) == "float32"
-        assert model.get_layer("res5_unit0").compute_dtype == "bfloat16"
+
+
+class TestKerasContract(TestCase):
+    @pytest.mark.parametrize(
+        "kwargs, mixed_precision",
+        [
+            ({}, ("mixed_bfloat16", "mixed_float16")),
+            ({"module": "conv2d_tokenlearner_mhsa"}, ("mixed_bfloat16",)),
+            ({"module": "conv2d_conv1d", "tokenlearner": None}, ("mixed_bfloat16",)),
+        ],
+        ids=["tokenlearner", "tokenlearner_mhsa", "backbone"],
+    )
+    def test_model_contract(self, kwargs, mixed_precision, tiny):
+        """Config, forward, `.keras` round trip, bfloat16 (and float16) by value, a
+        gradient for every trainable weight: the paper's module, its MHSA variant and the
+        plain backbone."""
+        model = self.run_model_test(
+            X2Plus1D, {**TINY, "num_classes": 5, **kwargs}, clip(), (2, 5),
+            model=None if kwargs else tiny, mixed_precision=mixed_precision,
+        )
+        assert model.get_layer("res5_unit0").module == kwargs.get("module", "conv2d_tokenlearner")
 
 
 class TestTrainAndSave:
-    def test_trains_a_step(self):
-        model = x2plus1d_m(5, **TINY)
+    def test_trains_a_step(self, tiny):
+        model = tiny
         x = clip()
         y = (RNG.uniform(size=(2, 5)) > 0.5).astype("float32")  # multi-label targets
         before = [to_numpy(w).copy() for w in model.trainable_weights]
+        bn = model.get_layer("stem_norm")
+        moving_mean = to_numpy(bn.moving_mean).copy()
         model.compile(
             optimizer=keras.optimizers.Adam(1e-2),  # any non-zero gradient moves a weight
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
@@ -141,15 +161,14 @@ class TestTrainAndSave:
         ]
         assert not unchanged, unchanged
         # Training updated the batch-norm statistics too.
-        bn = model.get_layer("stem_norm")
-        assert not np.allclose(to_numpy(bn.moving_mean), 0)
+        assert not np.allclose(to_numpy(bn.moving_mean), moving_mean)
 
     @pytest.mark.tf_only
-    def test_tf_function_train_step(self):
+    def test_tf_function_train_step(self, tiny):
         """The trainer's path: a traced `tf.function` forward/backward of the whole net."""
-        import tensorflow as tf
+        import tensorflow as tf  # a TensorFlow-only test
 
-        model = x2plus1d_m(5, **TINY)
+        model = tiny
         optimizer = keras.optimizers.SGD(0.01)
         loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
         x = tf.constant(clip())
@@ -167,23 +186,7 @@ class TestTrainAndSave:
         assert np.isfinite(loss.numpy())
         assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
 
-    def test_keras_round_trip(self, tmp_path):
-        model = x2plus1d_m(5, **{**TINY, "module": "conv2d_tokenlearner_mhsa"})
-        rng = np.random.default_rng(1)
-        for w in model.weights:  # perturb, so that a re-initialising load would differ
-            w.assign(to_numpy(w) + rng.normal(0, 0.05, w.shape).astype(w.dtype))
-        x = clip()
-        expected = to_numpy(model(x))
-        path = tmp_path / "x2plus1d.keras"
-        model.save(path)
-        loaded = keras.saving.load_model(path)
-        assert isinstance(loaded, X2Plus1D)
-        np.testing.assert_array_equal(to_numpy(loaded(x)), expected)
-        assert loaded.get_config() == model.get_config()
-
     def test_config_is_the_arguments(self):
-        from tl_keras.models.specs import TL
-
         model = X2Plus1D(num_classes=3, tokenlearner=TL(4, at=0, version="1"),
                          **{k: v for k, v in TINY.items() if k != "tokenlearner"})
         config = model.get_config()
@@ -195,15 +198,11 @@ class TestTrainAndSave:
 
 class TestRegistry:
     def test_create_model_and_list(self):
-        from tl_keras.models import create_model, list_models
-
         assert "x2plus1d_m" in list_models("x2plus1d*")
         model = create_model("x2plus1d_m", num_classes=7, **TINY)
         assert isinstance(model, X2Plus1D) and tuple(model.output.shape) == (None, 7)
 
     def test_exported_from_models(self):
-        import tl_keras
-
         assert tl_keras.models.x2plus1d_m is x2plus1d_m
 
 

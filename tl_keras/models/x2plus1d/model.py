@@ -1,7 +1,8 @@
 """X(2+1)D-M with the bottleneck TokenLearner module (paper §6, Fig. 9).
 
 X3D-M (Feichtenhofer 2020) with every 3-D convolution factorised into a 2-D spatial and
-a 1-D temporal convolution, no squeeze-excitation, no swish, batch norm (paper §6.1):
+a 1-D temporal convolution, no squeeze-excitation, no swish, batch norm (paper §6.1);
+the sizes are the `x2plus1d_m` entry of `MODEL_SPECS`, the defaults of `X2Plus1D`:
 
 | stage | units | width | inner width | spatial stride |
 | --- | --- | --- | --- | --- |
@@ -33,37 +34,22 @@ from typing import Optional
 
 import keras
 
-from tl_keras.layers.baselines import FUSERS, TOKENIZERS
-from tl_keras.layers.conv2plus1d import (
-    BN_EPSILON,
-    BN_MOMENTUM,
+from tl_keras.layers.tokenizers import FUSERS, TOKENIZERS
+from tl_keras.models.base import Checks, FamilyModel, Resolved, constructor_arguments
+from tl_keras.models.registry import create_model, register_family, register_model
+from tl_keras.models.specs import MODEL_SPECS, as_tl
+from tl_keras.models.x2plus1d.layers import (
     DEFAULT_MODULE,
     MODULES,
     X2Plus1DUnit,
-    _conv_init,
+    batch_norm,
+    conv3d,
 )
-from tl_keras.models.registry import create_model, register_family, register_model
-from tl_keras.models.specs import MODEL_SPECS, TL, as_tl
 
-#: X3D-M sizes: the defaults of `x2plus1d_m` (the entry of the one size table).
+#: X3D-M sizes: the defaults of `X2Plus1D` and `x2plus1d_m` (the entry of the size table).
 X2PLUS1D_M = MODEL_SPECS["x2plus1d_m"]
 
 OWNER = "X2Plus1D"
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{OWNER}: `{name}` must be a positive integer, got {value!r}.")
-    return value
-
-
-def _int_tuple(value, name, length=None):
-    if not isinstance(value, (tuple, list)) or not value:
-        raise ValueError(f"{OWNER}: `{name}` must be a tuple of positive integers, got {value!r}.")
-    value = tuple(_positive_int(v, name) for v in value)
-    if length is not None and len(value) != length:
-        raise ValueError(f"{OWNER}: `{name}` must have {length} entries, got {value!r}.")
-    return value
 
 
 def as_tokenlearner(value):
@@ -74,34 +60,35 @@ def as_tokenlearner(value):
     `"8@0+v1"`) gives its `num_tokens` and `version` (`at` and `fuser` have no meaning
     here: the module placement is `module`).
     """
+    check = Checks(OWNER)
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        return _positive_int(value, "tokenlearner"), "1"
+        return check.positive_int(value, "tokenlearner"), "1"
     if isinstance(value, dict):
         # Read directly, so that every token learner of `TOKENIZERS` is accepted even
         # where the TL spec's own list of versions is shorter.
         unknown = sorted(set(value) - {"num_tokens", "at", "fuser", "version"})
         if unknown or "num_tokens" not in value:
-            raise ValueError(
-                f"{OWNER}: `tokenlearner` dict needs `num_tokens` (and optionally "
-                f"`version`, `at`, `fuser`); got {value!r}."
+            check.fail(
+                "`tokenlearner` dict needs `num_tokens` (and optionally `version`, `at`, "
+                f"`fuser`); got {value!r}."
             )
         num_tokens, version = value["num_tokens"], str(value.get("version", "1.1"))
-        _positive_int(num_tokens, "tokenlearner")
+        check.positive_int(num_tokens, "tokenlearner")
     else:
         tl = as_tl(value, owner=f"{OWNER}: `tokenlearner`")
         num_tokens, version = tl.num_tokens, tl.version
     if version not in TOKENIZERS:
-        raise ValueError(
-            f"{OWNER}: `tokenlearner.version`={version!r} is not a token learner; "
+        check.fail(
+            f"`tokenlearner.version`={version!r} is not a token learner; "
             f"known: {sorted(TOKENIZERS)}."
         )
     return num_tokens, version
 
 
 @dataclasses.dataclass(frozen=True)
-class Resolved:
+class X2Plus1DArguments(Resolved):
     """Validated arguments and the derived shapes (what the model and the FLOP count
     use)."""
 
@@ -133,6 +120,24 @@ class Resolved:
     def stage_module(self, stage):
         """Module slot of the units of stage `stage` (0-based): the last gets `module`."""
         return self.module if stage == len(self.widths) - 1 else "conv2d_conv1d"
+
+    def unit_options(self, stage):
+        """`X2Plus1DUnit` arguments (besides widths and stride) of the units of `stage`
+        (the unit's defaults for what the stage's module does not use); the cost count
+        reads the same."""
+        module = self.stage_module(stage)
+        options = dict(
+            module=module,
+            fuser=self.fuser,
+            num_heads=self.num_heads,
+            temporal_kernel_size=self.temporal_kernel_size,
+            depthwise=self.depthwise,
+        )
+        if module != "conv2d_conv1d":
+            options["dropout_rate"] = self.module_dropout_rate
+            if self.num_tokens is not None:
+                options.update(num_tokens=self.num_tokens, tokenizer=self.tokenizer)
+        return options
 
     def grid(self, stage=None):
         """(h, w) of the stem output (stage None) or of stage `stage`'s output."""
@@ -166,55 +171,42 @@ def resolve_arguments(
     dropout_rate,
     module_dropout_rate,
 ):
-    """Checks every argument (ValueError naming it); builds nothing."""
-    if not isinstance(include_top, bool):
-        raise ValueError(f"{OWNER}: `include_top` must be a bool, got {include_top!r}.")
+    """Checks every argument of `X2Plus1D` (ValueError naming it); builds nothing."""
+    check = Checks(OWNER)
+    check.boolean(include_top, "include_top")
     if include_top:
-        _positive_int(num_classes, "num_classes")
-    _positive_int(num_frames, "num_frames")
-    if isinstance(image_size, (tuple, list)):
-        image_size = _int_tuple(image_size, "image_size", 2)
-    else:
-        image_size = (_positive_int(image_size, "image_size"),) * 2
-    _positive_int(stem_width, "stem_width")
-    widths = _int_tuple(widths, "widths")
-    depths = _int_tuple(depths, "depths")
+        check.positive_int(num_classes, "num_classes")
+    check.positive_int(num_frames, "num_frames")
+    image_size = check.pair(image_size, "image_size")
+    check.positive_int(stem_width, "stem_width")
+    widths = check.int_tuple(widths, "widths")
+    depths = check.int_tuple(depths, "depths")
     if len(widths) != len(depths):
-        raise ValueError(
-            f"{OWNER}: `widths` {widths} and `depths` {depths} must have the same length."
-        )
-    if isinstance(expansion, bool) or not isinstance(expansion, (int, float)) or expansion <= 0:
-        raise ValueError(f"{OWNER}: `expansion` must be a number > 0, got {expansion!r}.")
+        check.fail(f"`widths` {widths} and `depths` {depths} must have the same length.")
+    check.positive_number(expansion, "expansion")
     if any(int(w * expansion) < 1 for w in widths):
-        raise ValueError(f"{OWNER}: `expansion`={expansion} gives an empty inner width.")
-    _positive_int(head_width, "head_width")
-    _positive_int(fc_width, "fc_width")
-    if module not in MODULES:
-        raise ValueError(f"{OWNER}: unknown `module`={module!r}; known: {sorted(MODULES)}.")
+        check.fail(f"`expansion`={expansion} gives an empty inner width.")
+    check.positive_int(head_width, "head_width")
+    check.positive_int(fc_width, "fc_width")
+    check.one_of(module, "module", MODULES)
     tl = as_tokenlearner(tokenlearner)
     uses_tokens = "tokenlearner" in module
     if uses_tokens and tl is None:
-        raise ValueError(
-            f"{OWNER}: `module`={module!r} needs `tokenlearner` (e.g. 8 or TL(8, at=0, "
-            "version='1'))."
+        check.fail(
+            f"`module`={module!r} needs `tokenlearner` (e.g. 8 or TL(8, at=0, version='1'))."
         )
-    if fuser not in FUSERS:
-        raise ValueError(f"{OWNER}: unknown `fuser`={fuser!r}; known: {sorted(FUSERS)}.")
+    check.one_of(fuser, "fuser", FUSERS)
     if uses_tokens and fuser == "unpool" and tl[1] == "pool_mlp":
-        raise ValueError(
-            f"{OWNER}: `fuser='unpool'` needs token maps; version 'pool_mlp' has none."
-        )
-    _positive_int(num_heads, "num_heads")
-    _positive_int(temporal_kernel_size, "temporal_kernel_size")
-    _positive_int(stem_temporal_kernel_size, "stem_temporal_kernel_size")
-    if not isinstance(depthwise, bool):
-        raise ValueError(f"{OWNER}: `depthwise` must be a bool, got {depthwise!r}.")
-    rates = (("dropout_rate", dropout_rate), ("module_dropout_rate", module_dropout_rate))
-    for name, value in rates:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ValueError(f"{OWNER}: `{name}` must be a float in [0, 1), got {value!r}.")
+        check.fail("`fuser='unpool'` needs token maps; version 'pool_mlp' has none.")
+    check.positive_int(num_heads, "num_heads")
+    check.positive_int(temporal_kernel_size, "temporal_kernel_size")
+    check.positive_int(stem_temporal_kernel_size, "stem_temporal_kernel_size")
+    check.boolean(depthwise, "depthwise")
+    check.rate(dropout_rate, "dropout_rate")
+    check.rate(module_dropout_rate, "module_dropout_rate")
     num_tokens, version = tl if (tl is not None and uses_tokens) else (None, None)
-    return Resolved(
+    return X2Plus1DArguments(
+        family="x2plus1d",
         num_classes=num_classes if include_top else None,
         include_top=include_top,
         num_frames=num_frames,
@@ -238,45 +230,29 @@ def resolve_arguments(
     )
 
 
-def _bn(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
-
-
 def build_x2plus1d(inputs, r):
     """Applies the network to `inputs` `[B, T, H, W, 3]`; returns logits (or the
     `fc_width` features without the top)."""
     stem_groups = r.stem_width if r.depthwise else 1
-    x = keras.layers.Conv3D(
-        r.stem_width, (1, 3, 3), strides=(1, 2, 2), padding="same", use_bias=False,
-        kernel_initializer=_conv_init(), name="stem_conv_xy",
-    )(inputs)  # [B, T, H/2, W/2, 24]
-    x = keras.layers.Conv3D(
-        r.stem_width, (r.stem_temporal_kernel_size, 1, 1), padding="same", use_bias=False,
-        groups=stem_groups, kernel_initializer=_conv_init(), name="stem_conv_t",
+    x = conv3d(r.stem_width, (1, 3, 3), strides=(1, 2, 2), name="stem_conv_xy")(
+        inputs
+    )  # [B, T, H/2, W/2, stem_width]
+    x = conv3d(
+        r.stem_width, (r.stem_temporal_kernel_size, 1, 1), groups=stem_groups,
+        name="stem_conv_t",
     )(x)
-    x = keras.layers.ReLU(name="stem_relu")(_bn("stem_norm")(x))
+    x = keras.layers.ReLU(name="stem_relu")(batch_norm("stem_norm")(x))
     for stage, (width, depth, inner) in enumerate(zip(r.widths, r.depths, r.inner_widths)):
-        module = r.stage_module(stage)
-        tokens = module != "conv2d_conv1d"
         for j in range(depth):
             x = X2Plus1DUnit(
                 width,
                 inner,
                 strides=2 if j == 0 else 1,
-                module=module,
-                num_tokens=r.num_tokens if (tokens and r.num_tokens) else 8,
-                tokenizer=r.tokenizer if (tokens and r.tokenizer) else "1",
-                fuser=r.fuser,
-                num_heads=r.num_heads,
-                temporal_kernel_size=r.temporal_kernel_size,
-                depthwise=r.depthwise,
-                dropout_rate=r.module_dropout_rate if tokens else 0.0,
                 name=f"res{stage + 2}_unit{j}",
+                **r.unit_options(stage),
             )(x)  # [B, T, h, w, width]
-    x = keras.layers.Conv3D(
-        r.head_width, 1, use_bias=False, kernel_initializer=_conv_init(), name="head_conv"
-    )(x)
-    x = keras.layers.ReLU(name="head_relu")(_bn("head_norm")(x))
+    x = conv3d(r.head_width, (1, 1, 1), name="head_conv")(x)
+    x = keras.layers.ReLU(name="head_relu")(batch_norm("head_norm")(x))
     x = keras.layers.GlobalAveragePooling3D(name="pool")(x)  # [B, head_width]
     x = keras.layers.Dense(r.fc_width, use_bias=False, activation="relu", name="fc")(x)
     if not r.include_top:
@@ -292,7 +268,7 @@ def build_x2plus1d(inputs, r):
 
 @register_family("x2plus1d")
 @keras.saving.register_keras_serializable(package="tl_keras")
-class X2Plus1D(keras.Model):
+class X2Plus1D(FamilyModel):
     """X(2+1)D with a selectable module in its last stage, as a Keras functional model.
 
     Args:
@@ -300,9 +276,9 @@ class X2Plus1D(keras.Model):
         num_frames: T of the input clip (paper: 64).
         image_size: int or `(H, W)` (paper: 224 train, 256 test).
         stem_width, widths, depths, expansion, head_width, fc_width: network size
-            (defaults X3D-M: 24, (24, 48, 96, 192), (3, 5, 11, 7), 2.25, 432, 2048).
+            (defaults: X3D-M, the `x2plus1d_m` entry of `MODEL_SPECS`).
         module: the module of every unit of the last stage, a name of
-            `tl_keras.layers.conv2plus1d.MODULES` (default `"conv2d_tokenlearner"`,
+            `tl_keras.models.x2plus1d.MODULES` (default `"conv2d_tokenlearner"`,
             the paper's final model; `"conv2d_conv1d"` = plain backbone).
         tokenlearner: for the TokenLearner modules: S (int, paper's §6.1 token learner)
             or a `tl_keras.TL` whose `num_tokens` and `version` (`"1"`, `"1.1"`,
@@ -322,17 +298,19 @@ class X2Plus1D(keras.Model):
     Every argument is checked before any weight is made (ValueError naming it).
     """
 
+    family = "x2plus1d"
+
     def __init__(
         self,
         num_classes=157,
-        num_frames=64,
-        image_size=224,
-        stem_width=24,
-        widths=(24, 48, 96, 192),
-        depths=(3, 5, 11, 7),
-        expansion=2.25,
-        head_width=432,
-        fc_width=2048,
+        num_frames=X2PLUS1D_M["num_frames"],
+        image_size=X2PLUS1D_M["image_size"],
+        stem_width=X2PLUS1D_M["stem_width"],
+        widths=X2PLUS1D_M["widths"],
+        depths=X2PLUS1D_M["depths"],
+        expansion=X2PLUS1D_M["expansion"],
+        head_width=X2PLUS1D_M["head_width"],
+        fc_width=X2PLUS1D_M["fc_width"],
         module=DEFAULT_MODULE,
         tokenlearner=8,
         fuser="tokenfuser",
@@ -346,50 +324,21 @@ class X2Plus1D(keras.Model):
         name=None,
         **kwargs,
     ):
-        arguments = dict(
-            num_classes=num_classes,
-            num_frames=num_frames,
-            image_size=image_size,
-            stem_width=stem_width,
-            widths=widths,
-            depths=depths,
-            expansion=expansion,
-            head_width=head_width,
-            fc_width=fc_width,
-            module=module,
-            tokenlearner=tokenlearner,
-            fuser=fuser,
-            num_heads=num_heads,
-            temporal_kernel_size=temporal_kernel_size,
-            stem_temporal_kernel_size=stem_temporal_kernel_size,
-            depthwise=depthwise,
-            dropout_rate=dropout_rate,
-            module_dropout_rate=module_dropout_rate,
-            include_top=include_top,
-        )
-        r = resolve_arguments(**arguments)
-        inputs = keras.Input(shape=(r.num_frames,) + r.image_size + (3,), name="videos")
-        outputs = build_x2plus1d(inputs, r)
-        super().__init__(inputs=inputs, outputs=outputs, name=name or "x2plus1d", **kwargs)
-        if isinstance(tokenlearner, TL):
-            arguments["tokenlearner"] = tokenlearner.to_config()
-        for key in ("widths", "depths", "image_size"):
-            if isinstance(arguments[key], list):
-                arguments[key] = tuple(arguments[key])
-        self._arguments = arguments
-        self.resolved = r
-
-    def get_config(self):
-        return {**self._arguments, "name": self.name, "trainable": self.trainable}
+        super().__init__(constructor_arguments(locals()), name=name, **kwargs)
 
     @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def resolve(cls, **arguments):
+        return resolve_arguments(**arguments)
+
+    @classmethod
+    def build_graph(cls, r):
+        inputs = keras.Input(shape=(r.num_frames,) + r.image_size + (3,), name="videos")
+        return inputs, build_x2plus1d(inputs, r)
 
 
 @register_model
-def x2plus1d_m(num_classes=157, **kwargs):
+def x2plus1d_m(num_classes=X2Plus1D.defaults()["num_classes"], **kwargs):
     """X(2+1)D-M (X3D-M sizes, (2+1)D convs) with the bottleneck TokenLearner module in
-    res5 (paper §6: Charades 66.3 mAP, AViD 53.8%). Defaults: 64 frames, 224 px,
-    `module="conv2d_tokenlearner"`, `tokenlearner=8`; see `X2Plus1D`."""
+    res5 (paper §6: Charades 66.3 mAP, AViD 53.8%, Tables 10-11). Defaults: those of
+    `X2Plus1D` (64 frames, 224 px, `module="conv2d_tokenlearner"`, `tokenlearner=8`)."""
     return create_model("x2plus1d_m", num_classes=num_classes, **kwargs)

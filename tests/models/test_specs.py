@@ -1,0 +1,32 @@
+"""`tl_keras.models.specs`: the size table is the one source of the families' size
+defaults; the `TL` placement spec."""
+
+import pytest
+
+from tl_keras import TL
+from tl_keras.models import MODEL_SPECS, ViT, ViViT, X2Plus1D
+
+# The constructor whose defaults each entry gives.
+DEFAULT_ENTRY = {ViT: "vit_b16", ViViT: "vivit_b16", X2Plus1D: "x2plus1d_m"}
+
+
+@pytest.mark.parametrize("cls", list(DEFAULT_ENTRY), ids=lambda c: c.__name__)
+def test_constructor_size_defaults_are_the_table(cls):
+    spec = dict(MODEL_SPECS[DEFAULT_ENTRY[cls]])
+    assert spec.pop("family") == cls.family
+    defaults = cls.defaults()
+    assert {k: defaults[k] for k in spec} == spec
+
+
+def test_tl_spec():
+    spec = TL.parse("8@6+fuser")
+    assert spec == TL(8, 6, fuser=True) and str(spec) == "8@6+fuser"
+    assert TL.parse("16@12") == TL(16, 12)
+    assert TL.parse("8@6+v1").version == "1"
+    assert TL.from_config(spec.to_config()) == spec
+    with pytest.raises(Exception):
+        spec.at = 3  # frozen
+    for bad in (dict(num_tokens=0, at=1), dict(num_tokens=2, at=-1),
+                dict(num_tokens=2, at=1, version="2")):
+        with pytest.raises(ValueError):
+            TL(**bad)

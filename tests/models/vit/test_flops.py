@@ -1,0 +1,98 @@
+"""GFLOPs of ViT / ViViT (`tl_keras.models.vit.flops`, through the public
+`tl_keras.flops`): the paper's table, arguments vs built model, parameters, TF's
+profiler."""
+
+import pytest
+
+from tl_keras import TL, flops
+from tl_keras.models import create_model
+from tl_keras.models.registry import resolve_model
+from tl_keras.models.vit.flops import PAPER_TABLE, resolved_cost
+
+TINY = dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=4, num_heads=2,
+            mlp_dim=64, num_classes=5)
+
+
+@pytest.mark.parametrize("row", flops.PAPER_TABLE, ids=[r[0] for r in flops.PAPER_TABLE])
+def test_paper_table_within_two_percent(row):
+    description, name, kwargs, paper = row
+    ours = flops.gflops(name, **kwargs)
+    assert abs(ours / paper - 1) <= 0.02, f"{description}: {ours:.2f} vs paper {paper}"
+
+
+def test_issue_rows_are_in_the_table():
+    values = {round(row[3], 2) for row in flops.PAPER_TABLE}
+    assert {55.63, 28.3, 28.7, 28.5, 29.1, 363.1, 186.8, 274.2, 361.6, 20.91, 28.66, 51.92,
+            1446.0, 766.0, 1105.0} <= values
+
+
+def test_known_values():
+    # Hand count of ViT-B/16 at 224: 196 patches + class token.
+    n, c, m = 197, 768, 3072
+    expected = 196 * 16 * 16 * 3 * c + 12 * (4 * n * c * c + 2 * n * n * c + 2 * n * c * m)
+    expected += c * 1000
+    assert flops.gflops("vit_b16") == pytest.approx(expected / 1e9, rel=1e-12)
+    assert flops.count_params("vit_b16") == 86_567_656
+    assert flops.count_params("vit_l16") == 304_326_632
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("vit_b16", {}),
+        ("vit_b16", dict(tokenlearner=TL(3, 2))),
+        ("vit_b16", dict(tokenlearner=TL(3, 1, fuser=True), representation_size=8)),
+        ("vit_b16", dict(tokenlearner=TL(3, 2, version="1"), extra_layers=2)),
+        ("vit_b16", dict(tokenlearner=TL(2, 2, fuser=True, version="1"), include_top=False)),
+        ("vit_b16", dict(image_size=(16, 40))),
+        ("vivit_b16", dict(num_frames=4)),
+        ("vivit_b16", dict(num_frames=4, tokenlearner=TL(3, 2), extra_layers=1)),
+        ("vivit_b16", dict(num_frames=4, tokenlearner=TL(3, 2, fuser=True))),
+        ("vivit_b16", dict(num_frames=4, tokenlearner=TL(3, 2, fuser=True),
+                           fuser_mix_tokens_over_time=False)),
+    ],
+)
+def test_arguments_and_built_model_agree(name, kwargs):
+    kwargs = {**TINY, **kwargs}
+    model = create_model(name, **kwargs)
+    assert flops.gflops(model) == pytest.approx(flops.gflops(name, **kwargs), rel=1e-12)
+    assert flops.count_params(name, **kwargs) == model.count_params()
+    assert flops.count_params(model) == model.count_params()
+
+
+def test_tokenlearner_saves_what_the_paper_says():
+    base = flops.gflops("vit_b16", image_size=384)
+    half = flops.gflops("vit_b16", image_size=384, tokenlearner=TL(8, 6))
+    assert 0.5 < half / base < 0.52
+
+
+@pytest.mark.tf_only
+def test_matches_tensorflow_profiler():
+    """TF's graph profiler counts 2 FLOPs per MAC; it also counts element-wise ops (which
+    the paper's convention leaves out), so the totals agree within 5% and the matmul /
+    convolution ops alone agree exactly."""
+    import tensorflow as tf  # a TensorFlow-only test
+
+    size = 64
+    model = create_model("vit_b16", image_size=size, patch_size=8, hidden_dim=128,
+                         num_layers=2, num_heads=4, mlp_dim=512, num_classes=10)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, size, size, 3])).graph
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    total = tf.compat.v1.profiler.profile(
+        graph=graph, options=builder(builder.float_operation()).with_empty_output().build())
+    options = builder(builder.float_operation()).with_empty_output().build()
+    options["account_type_regexes"] = ["MatMul", "BatchMatMul.*", "Conv2D"]
+    products = tf.compat.v1.profiler.profile(graph=graph, options=options)
+    ours = flops.gflops(model) * 1e9
+    assert products.total_float_ops / 2 == ours
+    assert abs(ours / (total.total_float_ops / 2) - 1) < 0.05
+
+
+def test_parts_add_up():
+    cost = resolved_cost(resolve_model("vit_b16", tokenlearner=TL(8, 6, fuser=True)))
+    assert sum(m for m, _ in cost.parts.values()) == cost.macs
+    assert sum(p for _, p in cost.parts.values()) == cost.params
+    assert {"embedding", "encoderblock_11", "tokenlearner_5", "tokenfuser_5", "head"} <= set(
+        cost.parts)
+    assert flops.PAPER_TABLE is PAPER_TABLE

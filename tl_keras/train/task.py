@@ -1,0 +1,34 @@
+"""`Task`: what the training loop trains and evaluates, independent of the strategy.
+
+The loop (`loop.py`) consumes a `Task`; `tasks.make_task(cfg)` builds one from a config
+(tl_keras models + tl_keras.data pipelines), and a test or an experiment may build its own
+(e.g. `experiments/imagenet.py --runlocal`: in-memory images).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import keras
+
+__all__ = ["Task"]
+
+
+@dataclasses.dataclass
+class Task:
+    """What the loop trains and evaluates, independent of the strategy.
+
+    `*_dataset_fn(input_context, global_batch_size)` returns a `tf.data.Dataset` of
+    `(inputs, labels)` batches of `input_context.get_per_replica_batch_size(global_batch_size)`
+    examples, reading the share `input_context.input_pipeline_id` of
+    `input_context.num_input_pipelines`. Train data repeats and drops the remainder; eval data
+    is one pass. Eval inputs may carry a view axis: `[B, V, ...]` (multi-view test).
+    Labels are `[B, K]` (one-hot or multi-hot).
+    """
+
+    model_fn: Callable[[], keras.Model]
+    train_dataset_fn: Optional[Callable] = None
+    eval_dataset_fn: Optional[Callable] = None
+    multilabel: bool = False
+    num_train_examples: Optional[int] = None
