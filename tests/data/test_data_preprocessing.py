@@ -9,31 +9,7 @@ import tensorflow as tf
 
 from tl_keras import data
 from tl_keras.data import writer
-
-
-def _pixels(shape, seed):
-    """Smooth random uint8 pixels (JPEG-friendly, yet every position differs)."""
-    rng = np.random.default_rng(seed)
-    low = rng.uniform(0, 255, shape[:-3] + (4, 4, 3))
-    h, w = shape[-3], shape[-2]
-    rows = np.linspace(0, 3, h)[:, None]
-    cols = np.linspace(0, 3, w)[None, :]
-    r0, c0 = np.floor(rows).astype(int).clip(0, 2), np.floor(cols).astype(int).clip(0, 2)
-    fr, fc = (rows - r0)[..., None], (cols - c0)[..., None]
-    top = low[..., r0, c0, :] * (1 - fc) + low[..., r0, c0 + 1, :] * fc
-    bottom = low[..., r0 + 1, c0, :] * (1 - fc) + low[..., r0 + 1, c0 + 1, :] * fc
-    smooth = top * (1 - fr) + bottom * fr
-    return np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
-
-
-def _jpeg(frame):
-    """JPEG without chroma subsampling: decoding a window of it gives exactly the pixels of
-    that window of the full decode (as the evaluation pipeline's fused crop assumes)."""
-    return tf.io.encode_jpeg(frame, quality=95, chroma_downsampling=False).numpy()
-
-
-def _decode(jpeg):
-    return tf.io.decode_jpeg(jpeg, channels=3).numpy()
+import jpeg_images
 
 
 def _image_record(jpeg, label):
@@ -51,8 +27,8 @@ def _model_with_input(*shape):
 def test_image_preprocessing_is_the_evaluation_pipeline(tmp_path):
     prep = data.preprocessing_for(_model_with_input(32, 32, 3))
     assert (prep.min_resize, prep.crop_size) == (37, 32)
-    images = [_pixels((45, 38, 3), 5), _pixels((30, 64, 3), 6), _pixels((80, 50, 3), 7)]
-    jpegs = [_jpeg(i) for i in images]
+    images = [jpeg_images.pixels((45, 38, 3), 5), jpeg_images.pixels((30, 64, 3), 6), jpeg_images.pixels((80, 50, 3), 7)]
+    jpegs = [jpeg_images.jpeg(i) for i in images]
     path = str(tmp_path / "images.tfrecord")
     writer.write_tfrecord(path, [_image_record(j, 1) for j in jpegs])
     ds = data.image_dataset(
@@ -61,7 +37,7 @@ def test_image_preprocessing_is_the_evaluation_pipeline(tmp_path):
     )
     pipeline = np.concatenate([x.numpy() for x, _ in ds])
     encoded = data.preprocess_encoded(np.array(jpegs, dtype=object), prep).numpy()
-    decoded = np.concatenate([data.preprocess(_decode(j)[None], prep).numpy() for j in jpegs])
+    decoded = np.concatenate([data.preprocess(jpeg_images.decode(j)[None], prep).numpy() for j in jpegs])
     assert pipeline.shape == (3, 32, 32, 3)
     np.testing.assert_allclose(encoded, pipeline, atol=1e-5)
     np.testing.assert_allclose(decoded, pipeline, atol=1e-5)
@@ -73,8 +49,8 @@ def test_video_preprocessing_is_the_evaluation_pipeline(tmp_path, eval_split):
     prep = data.Preprocessing(
         kind="video", crop_size=16, min_resize=20, num_frames=4, eval_split=eval_split
     )
-    clips = [_pixels((4, 36, 48, 3), 8), _pixels((4, 50, 30, 3), 9)]
-    jpegs = [[_jpeg(f) for f in clip] for clip in clips]
+    clips = [jpeg_images.pixels((4, 36, 48, 3), 8), jpeg_images.pixels((4, 50, 30, 3), 9)]
+    jpegs = [[jpeg_images.jpeg(f) for f in clip] for clip in clips]
     path = str(tmp_path / "videos.tfrecord")
     writer.write_tfrecord(
         path, [writer.make_sequence_example(j, [0]).SerializeToString() for j in jpegs]
@@ -88,7 +64,7 @@ def test_video_preprocessing_is_the_evaluation_pipeline(tmp_path, eval_split):
     assert pipeline.shape == (2, 4, 16, 16, 3)
     for i, clip in enumerate(jpegs):
         encoded = data.preprocess_encoded(np.array([clip], dtype=object), prep).numpy()
-        decoded = data.preprocess(np.stack([_decode(j) for j in clip])[None], prep).numpy()
+        decoded = data.preprocess(np.stack([jpeg_images.decode(j) for j in clip])[None], prep).numpy()
         np.testing.assert_allclose(encoded[0], pipeline[i], atol=1e-5)
         np.testing.assert_allclose(decoded[0], pipeline[i], atol=1e-5)
     # The two evaluation modes really differ (so the test above could fail).
@@ -96,7 +72,7 @@ def test_video_preprocessing_is_the_evaluation_pipeline(tmp_path, eval_split):
         kind="video", crop_size=16, min_resize=20, num_frames=4,
         eval_split="test" if eval_split == "validation" else "validation",
     )
-    other_out = data.preprocess(np.stack([_decode(j) for j in jpegs[0]])[None], other).numpy()
+    other_out = data.preprocess(np.stack([jpeg_images.decode(j) for j in jpegs[0]])[None], other).numpy()
     assert np.abs(other_out[0] - pipeline[0]).max() > 1e-3
 
 

@@ -19,35 +19,11 @@ import pytest
 import tensorflow as tf
 
 from tl_keras import data, export
+import jpeg_images
 
 pytestmark = pytest.mark.tf_only
 
 SIGNATURES = ("serving_default", "serve_uint8", "serve_encoded")
-
-
-def _pixels(shape, seed):
-    """Smooth random uint8 pixels (JPEG-friendly, yet every position differs)."""
-    rng = np.random.default_rng(seed)
-    low = rng.uniform(0, 255, shape[:-3] + (4, 4, 3))
-    h, w = shape[-3], shape[-2]
-    rows = np.linspace(0, 3, h)[:, None]
-    cols = np.linspace(0, 3, w)[None, :]
-    r0, c0 = np.floor(rows).astype(int).clip(0, 2), np.floor(cols).astype(int).clip(0, 2)
-    fr, fc = (rows - r0)[..., None], (cols - c0)[..., None]
-    top = low[..., r0, c0, :] * (1 - fc) + low[..., r0, c0 + 1, :] * fc
-    bottom = low[..., r0 + 1, c0, :] * (1 - fc) + low[..., r0 + 1, c0 + 1, :] * fc
-    smooth = top * (1 - fr) + bottom * fr
-    return np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
-
-
-def _jpeg(frame):
-    """JPEG without chroma subsampling: decoding a window of it gives exactly the pixels of
-    that window of the full decode (as the evaluation pipeline's fused crop assumes)."""
-    return tf.io.encode_jpeg(frame, quality=95, chroma_downsampling=False).numpy()
-
-
-def _decode(jpeg):
-    return tf.io.decode_jpeg(jpeg, channels=3).numpy()
 
 
 def _reference(case, pixels):
@@ -86,11 +62,11 @@ def _assert_outputs(outputs, expected, what):
 @pytest.fixture(scope="module")
 def inputs(exported):
     """Per model: the inputs of each signature and the pixels they stand for."""
-    image_pixels = _pixels((2, 45, 38, 3), seed=3)
+    image_pixels = jpeg_images.pixels((2, 45, 38, 3), seed=3)
     image_png = np.array([tf.io.encode_png(p).numpy() for p in image_pixels], dtype=object)
-    video_pixels = _pixels((2, 4, 36, 48, 3), seed=4)
-    video_jpeg = np.array([[_jpeg(f) for f in clip] for clip in video_pixels], dtype=object)
-    video_decoded = np.stack([[_decode(j) for j in clip] for clip in video_jpeg])
+    video_pixels = jpeg_images.pixels((2, 4, 36, 48, 3), seed=4)
+    video_jpeg = np.array([[jpeg_images.jpeg(f) for f in clip] for clip in video_pixels], dtype=object)
+    video_decoded = np.stack([[jpeg_images.decode(j) for j in clip] for clip in video_jpeg])
     return {
         "image": {
             "serving_default": image_pixels.astype(np.float32),
@@ -195,7 +171,7 @@ def _bad_inputs(kind, inputs):
     feeds = inputs[kind]
     if kind == "image":
         good = feeds["serve_encoded"]
-        truncated = _jpeg(_pixels((40, 40, 3), 1))[:300]
+        truncated = jpeg_images.jpeg(jpeg_images.pixels((40, 40, 3), 1))[:300]
         return {
             "serving_default+rank": (feeds["serving_default"][0], "expected images of shape [batch, height, width, 3]", "45 38 3"),
             "serving_default+channels": (np.zeros((1, 8, 8, 4), np.float32), "expected images of shape [batch, height, width, 3]", "1 8 8 4"),
@@ -206,7 +182,7 @@ def _bad_inputs(kind, inputs):
         }
     good = feeds["serve_encoded"]
     with_png = good.copy()
-    with_png[1, 2] = tf.io.encode_png(_pixels((36, 48, 3), 2)).numpy()
+    with_png[1, 2] = tf.io.encode_png(jpeg_images.pixels((36, 48, 3), 2)).numpy()
     return {
         "serving_default+frames": (feeds["serving_default"][:, :3], "expected videos of shape [batch, 4, height, width, 3]", "2 3 36 48 3"),
         "serving_default+rank": (feeds["serving_default"][0], "expected videos of shape [batch, 4, height, width, 3]", "4 36 48 3"),
