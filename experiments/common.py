@@ -13,12 +13,17 @@ Flags:
   --set KEY=VALUE ...      override config entries, typed; repeatable
                            (e.g. --set train.num_steps=30 optim.base_lr=0.1)
   --runlocal               tiny TokenLearner model on the built-in dataset, on this machine
-  --print_config           print the resolved config (and the valid keys) and exit
+  --print_config           print the resolved config and every valid --set key, then exit
   --collective_timeout=S   multi-worker: a collective that waits longer than S seconds fails
                            (a dead peer makes the others exit instead of hanging); default 600
 
-Exit codes: 0 done, 2 configuration error, 3 NaN/Inf loss, 4 a multi-worker peer was lost,
-143 stopped by SIGTERM after saving a checkpoint (rerun the same command to resume).
+Exit codes: 0 done, 2 configuration error (one line, `NAME.py: error: ...`), 3 NaN/Inf loss,
+4 a multi-worker peer was lost, 143 stopped by SIGTERM after saving a checkpoint (rerun the
+same command to resume).
+
+TensorFlow is imported only once the flags and the config are read (`--help`,
+`--print_config` and configuration errors answer at once, `tests/test_cli.py`), through
+`tl_keras._cli.import_tensorflow`, which hides its known start-up lines.
 """
 
 from __future__ import annotations
@@ -27,20 +32,17 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
 
-import tensorflow as tf
-
-from tl_keras import configs, visualize
-from tl_keras import train as train_lib
-from tl_keras.train import tasks
+from tl_keras import _cli, configs  # standard library only
 
 
-def build_parser(description, extra_flags=None):
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+def build_parser(description, extra_flags=None, prog=None):
+    parser = _cli.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tpu", default=None, help="TPU name, 'local' or grpc://host:port")
     parser.add_argument("--strategy", default="auto",
@@ -68,6 +70,7 @@ def make_config(get_config, args, experiment_kwargs):
         cfg.data.data_dir = args.data_dir
     overrides = [item for group in args.overrides for item in group]
     configs.apply_overrides(cfg, overrides)
+    configs.validate(cfg)
     return cfg
 
 
@@ -82,6 +85,9 @@ def _fresh_workdir(experiment):
 
 def _write_token_maps(model, task, workdir):
     """`workdir/token_maps.png`: the TokenLearner maps on a validation example (Fig. 10)."""
+    tf = _cli.import_tensorflow()
+    from tl_keras import visualize
+
     path = os.path.join(workdir, "token_maps.png")
     if visualize.write_token_maps(model, task.eval_dataset_fn(tf.distribute.InputContext(), 2), path):
         print(f"tl_keras: token maps: {path}", flush=True)
@@ -99,16 +105,16 @@ def main(get_config, *, description, argv=None, extra_flags=None, experiment_kwa
         runlocal_task: `fn(cfg) -> tl_keras.train.Task` used with `--runlocal` instead of
             the dataset named in the config (e.g. in-memory images).
     """
-    parser = build_parser(description, extra_flags)
-    args = parser.parse_args(argv)
+    name = get_config.__module__.rsplit(".", 1)[-1]  # experiments.kinetics -> kinetics.py
+    prog = f"{name}.py" if name != "__main__" else os.path.basename(sys.argv[0])
+    args = build_parser(description, extra_flags, prog=prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg = make_config(get_config, args, (experiment_kwargs or (lambda a: {}))(args))
     except configs.ConfigError as e:
-        print(f"Configuration error: {e}", file=sys.stderr)
-        return 2
+        return _cli.report(prog, e)
 
     if args.print_config:
         print(configs.to_json(cfg))
@@ -119,12 +125,16 @@ def main(get_config, *, description, argv=None, extra_flags=None, experiment_kwa
         ["train_and_evaluate", "export"] if args.runlocal else ["train_and_evaluate"]
     )
     workdir = args.workdir
-    if not workdir:
-        if not args.runlocal:
-            print("Configuration error: --workdir is required (except with --runlocal).",
-                  file=sys.stderr)
-            return 2
-        workdir = _fresh_workdir(cfg.experiment)
+    if not workdir and not args.runlocal:
+        return _cli.report(prog, "--workdir is required (except with --runlocal).")
+    return _run(cfg, args, modes, workdir, prog, runlocal_task)
+
+
+def _run(cfg, args, modes, workdir, prog, runlocal_task):
+    """Everything after the config: imports TensorFlow (quietly) and the trainer."""
+    tf = _cli.import_tensorflow()
+    from tl_keras import train as train_lib
+    from tl_keras.train import tasks
 
     start = time.time()
     try:
@@ -135,9 +145,10 @@ def main(get_config, *, description, argv=None, extra_flags=None, experiment_kwa
                                      collective_timeout_s=args.collective_timeout)
         tasks.validate(cfg, num_replicas=si.num_replicas, modes=modes)
         task = runlocal_task(cfg) if (runlocal_task and args.runlocal) else tasks.make_task(cfg, modes)
-    except configs.ConfigError as e:
-        print(f"Configuration error: {e}", file=sys.stderr)
-        return 2
+    except _cli.USER_ERRORS as e:  # ConfigError, or a bad path / value found while setting up
+        return _cli.report(prog, e)
+    if not workdir:
+        workdir = _fresh_workdir(cfg.experiment)
 
     print(f"tl_keras: {cfg.experiment}: mode {' + '.join(modes)}; workdir {workdir}", flush=True)
     result = None
@@ -146,9 +157,16 @@ def main(get_config, *, description, argv=None, extra_flags=None, experiment_kwa
             result = train_lib.run(cfg, mode, workdir, si, task)
             if args.runlocal and si.is_chief and isinstance(result, train_lib.TrainResult):
                 _write_token_maps(result.model, task, workdir)
-    except configs.ConfigError as e:
-        print(f"Configuration error: {e}", file=sys.stderr)
-        return 2
+    except (configs.ConfigError, train_lib.WorkdirError) as e:  # bad workdir: one line
+        return _cli.report(prog, e)
+    except tf.errors.InvalidArgumentError as e:
+        # The input pipeline's own errors (e.g. a full pass without one good example,
+        # `tl_keras.data.pipeline`) come through tf.data wrapped in an assertion message.
+        found = re.search(r"tl_keras\.data: .*", e.message or "")
+        if not found:
+            raise
+        print(f"tl_keras: ERROR: {found.group(0).rstrip(' ]')}", file=sys.stderr)
+        return 1
     except train_lib.NonFiniteLossError as e:
         print(f"tl_keras: ERROR: {e}", file=sys.stderr)
         return 3

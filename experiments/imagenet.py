@@ -37,11 +37,9 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 from experiments import common
-from tl_keras import configs
-from tl_keras.train import Task, tasks
+from tl_keras import _cli, configs
 
 
 def get_config(runlocal=False):
@@ -117,6 +115,9 @@ def synthetic_images(num, size=32, seed=0):
 
 def runlocal_task(cfg):
     """The `Task` of `--runlocal`: the tiny ViT and in-memory striped images."""
+    tf = _cli.import_tensorflow()  # here, not at the top: `--help` needs no TensorFlow
+    from tl_keras.train import Task, tasks
+
     train_x, train_y = synthetic_images(512, cfg.data.crop_size, seed=0)
     val_x, val_y = synthetic_images(128, cfg.data.crop_size, seed=1)
 

@@ -35,9 +35,9 @@ def test_invalid_arguments():
         flops.gflops("vit_l16", image_size=500)
     with pytest.raises(ValueError, match="at"):
         flops.gflops("vit_b16", tokenlearner=TL(8, at=12))
-    with pytest.raises(ValueError, match="unknown arguments"):
+    with pytest.raises(ValueError, match="unknown argument `image_sise`; did you mean `image_size`"):
         flops.gflops("vit_b16", image_sise=224)
-    with pytest.raises(ValueError, match="unknown arguments"):
+    with pytest.raises(ValueError, match="unknown argument `width`"):
         flops.gflops("x2plus1d_m", width=(1, 2))
     with pytest.raises(ValueError, match="Unknown model"):
         flops.gflops("vit_x16")

@@ -9,8 +9,11 @@ A config is a tree of dataclasses (`Config` -> `model`, `data`, `train`, `optim`
 
 Value syntax: ints (`30`, `100_000`), floats (`0.1`, `1e-3`), bools (`true`/`false`, `1`/`0`,
 `yes`/`no`), strings (bare, or quoted), `none`/`null` for optional fields, tuples as
-`2,8,8` / `(2,8,8)` / `[2,8,8]`. An unknown key, a value of the wrong type or a value outside
-a field's choices raises `ConfigError` with the list of valid keys.
+`2,8,8` / `(2,8,8)` / `[2,8,8]`. An unknown key (with the closest valid keys), a value of the
+wrong type, outside a field's choices or outside its numeric range (`Range`, declared next to
+the field: e.g. `train.batch_size` >= 1, `optim.base_lr` > 0; every float must be finite) raises
+`ConfigError` naming the key. `valid_keys(cfg)` (the experiments' `--print_config`) lists
+every key.
 
 No `ml_collections`: plain `dataclasses`, `to_dict` / `from_dict` / JSON round trip.
 """
@@ -20,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from typing import Literal, Optional, Tuple, Union
 
 __all__ = [
     "ConfigError",
+    "Range",
     "Config",
     "ModelConfig",
     "TokenLearnerConfig",
@@ -39,6 +44,7 @@ __all__ = [
     "get_value",
     "flatten",
     "valid_keys",
+    "validate",
     "to_dict",
     "from_dict",
     "to_json",
@@ -48,6 +54,48 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A bad configuration key or value. The message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The numbers a field accepts: `low <= value <= high` (`<` where `*_open`), bounds
+    `None` = unbounded. Float values must also be finite. Declared next to a field with
+    `_num(default, RANGE)`; `None` stays allowed for `Optional` fields."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self):  # "> 0", ">= 0", "in [0, 1)", "finite"
+        if self.low is not None and self.high is not None:
+            left, right = "([" [not self.low_open], ")]" [not self.high_open]
+            return f"in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return (">" if self.low_open else ">=") + f" {self.low:g}"
+        if self.high is not None:
+            return ("<" if self.high_open else "<=") + f" {self.high:g}"
+        return "finite"
+
+    def contains(self, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, high_open=True)  # rates, smoothing, momenta: [0, 1)
+FINITE = Range()  # the check every float field gets
+
+
+def _num(default, allowed):
+    """A numeric field whose values must lie in `allowed` (a `Range`)."""
+    return dataclasses.field(default=default, metadata={"range": allowed})
 
 
 # --------------------------------------------------------------------------------------
@@ -66,8 +114,9 @@ class TokenLearnerConfig:
     paper §6.1 for X(2+1)D).
     """
 
-    num_tokens: int = 8
-    at: Optional[int] = None  # before block `at` (0-based); None = no TokenLearner
+    num_tokens: int = _num(8, POSITIVE)
+    # Before block `at` (0-based); None = no TokenLearner.
+    at: Optional[int] = _num(None, NON_NEGATIVE)
     fuser: bool = False
     version: Optional[Literal["1.1", "1", "grid", "pool", "fc", "pool_mlp"]] = None
 
@@ -81,19 +130,19 @@ class ModelConfig:
     """
 
     name: str = "vit_b16"
-    patch_size: Optional[int] = None
-    tubelet_size: Optional[int] = None  # frames per tubelet (ViViT)
-    hidden_dim: Optional[int] = None
-    num_layers: Optional[int] = None
-    num_heads: Optional[int] = None
-    mlp_dim: Optional[int] = None
-    extra_layers: Optional[int] = None
+    patch_size: Optional[int] = _num(None, POSITIVE)
+    tubelet_size: Optional[int] = _num(None, POSITIVE)  # frames per tubelet (ViViT)
+    hidden_dim: Optional[int] = _num(None, POSITIVE)
+    num_layers: Optional[int] = _num(None, POSITIVE)
+    num_heads: Optional[int] = _num(None, POSITIVE)
+    mlp_dim: Optional[int] = _num(None, POSITIVE)
+    extra_layers: Optional[int] = _num(None, NON_NEGATIVE)
     pooling: Optional[str] = None
-    dropout_rate: Optional[float] = None
-    drop_path_rate: Optional[float] = None
-    image_size: Optional[int] = None
-    num_frames: Optional[int] = None
-    num_classes: Optional[int] = None
+    dropout_rate: Optional[float] = _num(None, FRACTION)
+    drop_path_rate: Optional[float] = _num(None, FRACTION)
+    image_size: Optional[int] = _num(None, POSITIVE)
+    num_frames: Optional[int] = _num(None, POSITIVE)
+    num_classes: Optional[int] = _num(None, POSITIVE)
     module: Optional[str] = None  # X(2+1)D: the res5 module (default "conv2d_tokenlearner")
     fuser: Optional[Literal["tokenfuser", "unpool", "reprojection"]] = None  # X(2+1)D fuser
     tokenlearner: TokenLearnerConfig = dataclasses.field(default_factory=TokenLearnerConfig)
@@ -111,63 +160,69 @@ class DataConfig:
     train_split: str = "train"
     # Eval sampling: "validation" = one centre clip, "test" = eval.num_clips x eval.num_crops views.
     eval_split: Literal["validation", "test"] = "validation"
-    num_classes: Optional[int] = None
+    num_classes: Optional[int] = _num(None, POSITIVE)
     multilabel: Optional[bool] = None
-    num_frames: Optional[int] = None
-    stride: Optional[int] = None
-    crop_size: Optional[int] = None
-    min_resize: Optional[int] = None
+    num_frames: Optional[int] = _num(None, POSITIVE)
+    stride: Optional[int] = _num(None, POSITIVE)
+    crop_size: Optional[int] = _num(None, POSITIVE)
+    min_resize: Optional[int] = _num(None, POSITIVE)
     label_offset: Optional[int] = None
-    num_train_examples: Optional[int] = None  # for train.num_epochs -> steps
+    num_train_examples: Optional[int] = _num(None, POSITIVE)  # for train.num_epochs -> steps
     on_error: Literal["skip", "raise"] = "skip"
     shuffle: bool = True
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    batch_size: int = 64  # global batch, over all replicas and workers
-    num_steps: Optional[int] = None  # wins over num_epochs when set
-    num_epochs: Optional[float] = None
-    steps_per_loop: int = 10  # optimizer steps per tf.function call
-    log_every: int = 50
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    eval_every: Optional[int] = None  # train_and_evaluate: also evaluate every N steps
-    label_smoothing: float = 0.0
+    batch_size: int = _num(64, POSITIVE)  # global batch, over all replicas and workers
+    num_steps: Optional[int] = _num(None, POSITIVE)  # wins over num_epochs when set
+    num_epochs: Optional[float] = _num(None, POSITIVE)
+    steps_per_loop: int = _num(10, POSITIVE)  # optimizer steps per tf.function call
+    log_every: int = _num(50, POSITIVE)
+    checkpoint_every: int = _num(1000, POSITIVE)
+    keep_checkpoints: int = _num(3, POSITIVE)
+    # train_and_evaluate: also evaluate every N steps.
+    eval_every: Optional[int] = _num(None, POSITIVE)
+    label_smoothing: float = _num(0.0, FRACTION)
     loss: Literal["auto", "softmax", "sigmoid"] = "auto"  # auto: sigmoid iff multi-label
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     jit_compile: Optional[bool] = None  # None = auto (on for TPU and GPU, off on CPU)
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
     checkpoint_input: bool = True  # the input position goes into every checkpoint
-    seed: int = 0
+    seed: int = _num(0, NON_NEGATIVE)
 
 
 @dataclasses.dataclass
 class OptimConfig:
     name: Literal["momentum", "sgd", "adamw", "adam"] = "momentum"
-    base_lr: float = 0.1
-    lr_reference_batch: Optional[int] = None  # lr = base_lr * batch_size / this (None: no scaling)
+    base_lr: float = _num(0.1, POSITIVE)
+    # lr = base_lr * batch_size / this (None: no scaling).
+    lr_reference_batch: Optional[int] = _num(None, POSITIVE)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: Optional[int] = None
-    warmup_epochs: Optional[float] = None
-    end_lr: float = 0.0
-    momentum: float = 0.9
+    warmup_steps: Optional[int] = _num(None, NON_NEGATIVE)
+    warmup_epochs: Optional[float] = _num(None, NON_NEGATIVE)
+    end_lr: float = _num(0.0, NON_NEGATIVE)
+    momentum: float = _num(0.9, FRACTION)
     nesterov: bool = False
-    beta1: float = 0.9
-    beta2: float = 0.999
-    epsilon: float = 1e-8
-    weight_decay: float = 0.0  # decoupled (AdamW); only tensors with >= 2 dims are decayed
-    grad_clip_norm: Optional[float] = None  # global-norm clipping
+    beta1: float = _num(0.9, FRACTION)
+    beta2: float = _num(0.999, FRACTION)
+    epsilon: float = _num(1e-8, POSITIVE)
+    # Decoupled (AdamW); only tensors with >= 2 dims are decayed.
+    weight_decay: float = _num(0.0, NON_NEGATIVE)
+    grad_clip_norm: Optional[float] = _num(None, POSITIVE)  # global-norm clipping; none = off
 
 
 @dataclasses.dataclass
 class EvalConfig:
-    batch_size: int = 8  # global batch of videos (each with num_clips x num_crops views)
-    num_clips: Optional[int] = None  # None: the dataset's test protocol (e.g. 4)
-    num_crops: Optional[int] = None  # None: the dataset's test protocol (e.g. 3)
+    # Global batch of videos (each with num_clips x num_crops views).
+    batch_size: int = _num(8, POSITIVE)
+    num_clips: Optional[int] = _num(None, POSITIVE)  # None: the dataset's test protocol (e.g. 4)
+    num_crops: Optional[int] = _num(None, POSITIVE)  # None: the dataset's test protocol (e.g. 3)
     average: Literal["logits", "probabilities"] = "logits"  # how views of a video are merged
-    num_steps: Optional[int] = None  # limit the number of eval batches (None: whole split)
-    wait_timeout_s: float = 3600.0  # continuous evaluator: give up after this long idle
+    # Limit the number of eval batches (None: whole split).
+    num_steps: Optional[int] = _num(None, POSITIVE)
+    # Continuous evaluator: give up after this long idle.
+    wait_timeout_s: float = _num(3600.0, POSITIVE)
 
 
 @dataclasses.dataclass
@@ -245,8 +300,51 @@ def valid_keys(cfg):
     return [f"{k} ({_type_name(t)}) = {flatten(cfg)[k]!r}" for k, t in _leaf_types(cfg).items()]
 
 
-def _keys_message(cfg):
-    return "Valid keys:\n  " + "\n  ".join(valid_keys(cfg))
+KEYS_HINT = "Every key: --print_config, or tl_keras.configs.valid_keys(cfg)."
+
+
+def _closest_keys(cfg, key, n=3):
+    """Up to `n` leaf keys resembling `key`: by the whole dotted key, by the last part, then
+    by the last part as a substring (`optim.lr` -> `optim.base_lr`)."""
+    types_ = _leaf_types(cfg)
+    leaves = list(types_)
+    last = key.rsplit(".", 1)[-1].lower()
+    by_last = {}
+    for leaf in leaves:
+        by_last.setdefault(leaf.rsplit(".", 1)[-1], []).append(leaf)
+    found = difflib.get_close_matches(key, leaves, n=n)
+    for name in difflib.get_close_matches(last, list(by_last), n=n):
+        found += by_last[name]
+    if last:
+        found += [leaf for leaf in leaves if last in leaf.rsplit(".", 1)[-1]]
+    section = key.split(".", 1)[0] + "."
+    found.sort(key=lambda leaf: not leaf.startswith(section))  # stable: same section first
+    unique = list(dict.fromkeys(found))[:n]
+    return [f"{k!r} ({_type_name(types_[k])})" for k in unique]
+
+
+def _unknown_key(cfg, key):
+    close = _closest_keys(cfg, key)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return ConfigError(f"Unknown config key {key!r}.{hint} {KEYS_HINT}")
+
+
+def _range_of(node, name):
+    field = next(f for f in dataclasses.fields(node) if f.name == name)
+    return field.metadata.get("range")
+
+
+def _check_range(node, name, value, key):
+    """ConfigError unless the parsed `value` of field `name` of `node` is allowed."""
+    allowed = _range_of(node, name)
+    if allowed is None:
+        allowed = FINITE
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if not allowed.contains(item):
+            raise ConfigError(f"Config key {key!r} must be {allowed}, got {item!r}.")
 
 
 def _parse(text, tp, key):
@@ -344,10 +442,7 @@ def _resolve(cfg, key):
         node = getattr(node, part)
         if not _is_config(node):
             break
-    leaves = list(_leaf_types(cfg))
-    close = difflib.get_close_matches(key, leaves, n=3)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ConfigError(f"Unknown config key {key!r}.{hint}\n{_keys_message(cfg)}")
+    raise _unknown_key(cfg, key)
 
 
 def get_value(cfg, key):
@@ -361,7 +456,8 @@ def set_value(cfg, key, value):
     try:
         parsed = _parse(value, tp, key)
     except ValueError as e:
-        raise ConfigError(f"Config key {key!r} {e}.\n{_keys_message(cfg)}") from None
+        raise ConfigError(f"Config key {key!r} {e}.") from None
+    _check_range(node, name, parsed, key)
     setattr(node, name, parsed)
     return parsed
 
@@ -371,11 +467,23 @@ def apply_overrides(cfg, overrides):
     for item in overrides or ():
         if "=" not in item:
             raise ConfigError(
-                f"Override {item!r} is not of the form key=value (e.g. train.num_steps=30).\n"
-                f"{_keys_message(cfg)}"
+                f"Override {item!r} is not of the form key=value (e.g. train.num_steps=30)."
             )
         key, value = item.split("=", 1)
         set_value(cfg, key.strip(), value)
+    return cfg
+
+
+def validate(cfg, prefix=""):
+    """Checks every leaf of `cfg` (e.g. one set in Python, not through `set_value`) against
+    its type's numeric `Range`; raises `ConfigError` naming the first bad key."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        key = prefix + field.name
+        if _is_config(value):
+            validate(value, key + ".")
+        else:
+            _check_range(cfg, field.name, value, key)
     return cfg
 
 
@@ -393,7 +501,7 @@ def from_dict(cls_or_cfg, data, prefix=""):
         for k, v in d.items():
             key = prefix + k
             if k not in names:
-                raise ConfigError(f"Unknown config key {key!r}.\n{_keys_message(root)}")
+                raise _unknown_key(root, key)
             current = getattr(node, k)
             if _is_config(current):
                 if not isinstance(v, dict):
@@ -401,9 +509,11 @@ def from_dict(cls_or_cfg, data, prefix=""):
                 visit(current, v, key + ".")
             else:
                 try:
-                    setattr(node, k, _parse(v, _hints(type(node))[k], key))
+                    parsed = _parse(v, _hints(type(node))[k], key)
                 except ValueError as e:
-                    raise ConfigError(f"Config key {key!r} {e}.\n{_keys_message(root)}") from None
+                    raise ConfigError(f"Config key {key!r} {e}.") from None
+                _check_range(node, k, parsed, key)
+                setattr(node, k, parsed)
 
     visit(cfg, data, prefix)
     return cfg

@@ -21,7 +21,9 @@ It has three signatures, for an image model (input `[B, H, W, 3]`) or a video mo
 | `serve_encoded` | `encoded_images`: string `[B]` (JPEG or PNG) / `encoded_videos`: string `[B, T]` (JPEG frames) |
 
 Any height and width are accepted; T must be the model's frame count. Inside the graph the
-input is checked (rank, channels, frame count, image format, header size), then resized and
+input is checked (rank, channels, frame count, a non-empty batch, image format, complete
+JPEG / PNG data, each image's size and the request's total pixels, the last three read
+from the bytes and headers before anything is decoded; `max_request_pixels`), then resized and
 cropped exactly as in evaluation (`tl_keras.data.preprocessing`: short side resized to
 `min_resize`, centre crop to the model's size, then `normalization`), and classified. Every
 signature returns `logits` float32 `[B, K]`, `probabilities` float32 `[B, K]` (softmax, or
@@ -83,11 +85,17 @@ __all__ = [
 
 SIGNATURES = ("serving_default", "serve_uint8", "serve_encoded")
 SERVING_INFO_FILE = os.path.join("assets.extra", "tl_keras_serving.json")
-# The evaluation pipeline's guard against hostile image headers.
+# The evaluation pipeline's guard against hostile image headers (per frame / image).
 MAX_FRAME_PIXELS = DEFAULT_MAX_FRAME_PIXELS
+# Default bound on the pixels of one request (all frames of all examples together): 2**27,
+# e.g. 64 frames of 1920 x 1080 or two frames at the per-frame bound. One `serve_encoded`
+# request of 8 frames of 8192 x 8192 (5.4e8 pixels) took 10.5 GB without it.
+MAX_REQUEST_PIXELS = 1 << 27
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"  # EOI marker: libjpeg refuses a JPEG cut anywhere before it
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND"  # the last chunk of every PNG
 
 
 # --------------------------------------------------------------------------------------
@@ -118,19 +126,49 @@ def _expected_shape(prep, encoded):
     return f"[batch, {t}]" if encoded else f"[batch, {t}, height, width, 3]"
 
 
-def _check_pixels(x, prep, signature, name):
-    """Rank, channels, frame count and non-empty frames of decoded input."""
+def _contains(strings, marker):
+    """Per string of `strings` (string `[N]`): whether the bytes `marker` occur in it."""
+    return tf.strings.split(strings, marker).row_lengths() > 1
+
+
+def _require_examples(x, signature, name, fallback):
+    """`x` if its batch (first dimension) is not empty."""
+    return _require(
+        x, tf.shape(x)[0] > 0, fallback,
+        f"{signature}: the batch of {name} is empty; send at least one example; got shape",
+        tf.shape(x),
+    )
+
+
+def _check_request_pixels(x, pixels, signature, max_request_pixels, fallback):
+    """`x` if the request's total pixel count (int64 scalar) is within the bound."""
+    return _require(
+        x, pixels <= max_request_pixels, fallback,
+        f"{signature}: the request holds more than max_request_pixels={max_request_pixels} "
+        "pixels (all frames of all examples; set at export); send fewer or smaller "
+        "frames per request. Pixels in this request:", pixels,
+    )
+
+
+def _check_pixels(x, prep, signature, name, max_request_pixels=MAX_REQUEST_PIXELS):
+    """Rank, channels, frame count, non-empty frames and the request's pixel count of
+    decoded input."""
     rank = 4 if prep.kind == "image" else 5
     expected = _expected_shape(prep, encoded=False)
     what = f"{signature}: expected {name} of shape {expected} (pixels in [0, 255])"
     fallback = tf.zeros([1] + list(prep.input_shape), x.dtype)
     x = _require(x, tf.equal(tf.rank(x), rank), fallback, what + "; got shape", tf.shape(x))
     x.set_shape([None] * rank)
+    x = _require_examples(x, signature, name, fallback)
+    x.set_shape([None] * rank)
     shape = tf.shape(x)
     ok = tf.logical_and(tf.equal(shape[-1], 3), tf.reduce_all(shape[-3:-1] > 0))
     if prep.kind == "video":
         ok = tf.logical_and(ok, tf.equal(shape[1], prep.num_frames))
     x = _require(x, ok, fallback, what + "; got shape", shape)
+    x.set_shape([None] * (rank - 1) + [3])
+    pixels = tf.reduce_prod(tf.cast(tf.shape(x)[:-1], tf.int64))
+    x = _check_request_pixels(x, pixels, signature, max_request_pixels, fallback)
     x.set_shape([None] * (rank - 1) + [3])
     return x
 
@@ -157,22 +195,36 @@ def _tiny_jpeg():
         return tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8)).numpy()
 
 
-def _check_encoded(x, prep, signature, name):
-    """Rank, frame count, image format and header size of encoded input."""
+def _check_encoded(x, prep, signature, name, max_request_pixels=MAX_REQUEST_PIXELS):
+    """Rank, frame count, image format, completeness, header size and the request's pixel
+    count of encoded input; all before any pixel is decoded.
+
+    Completeness: a JPEG must hold its end-of-image marker (libjpeg refuses a JPEG cut
+    before it, and a windowed decode of a cut JPEG would succeed on partial data), a PNG its
+    `IEND` chunk. Sizes come from the headers (`tf.image.extract_jpeg_shape`, the PNG
+    IHDR): each image at most `MAX_FRAME_PIXELS`, all of them together at most
+    `max_request_pixels`.
+    """
     rank = 1 if prep.kind == "image" else 2
     expected = _expected_shape(prep, encoded=True)
     fmt = "JPEG or PNG bytes" if prep.kind == "image" else "JPEG bytes, one per frame"
     what = f"{signature}: expected {name} of shape {expected}: {fmt}"
     fallback_shape = [1] if prep.kind == "image" else [1, prep.num_frames]
     fallback = tf.fill(fallback_shape, tf.constant(_tiny_jpeg()))
+    final_shape = [None] * rank if prep.kind == "image" else [None, prep.num_frames]
+
+    def require(x, ok, *message):
+        x = _require(x, ok, fallback, *message)
+        x.set_shape(final_shape)
+        return x
+
     x = _require(x, tf.equal(tf.rank(x), rank), fallback, what + "; got shape", tf.shape(x))
+    x.set_shape([None] * rank)
+    x = _require_examples(x, signature, name, fallback)
     x.set_shape([None] * rank)
     if prep.kind == "video":
         shape = tf.shape(x)
-        x = _require(
-            x, tf.equal(shape[1], prep.num_frames), fallback, what + "; got shape", shape
-        )
-        x.set_shape([None, prep.num_frames])
+        x = require(x, tf.equal(shape[1], prep.num_frames), what + "; got shape", shape)
     flat = tf.reshape(x, [-1])
     is_jpeg = tf.equal(tf.strings.substr(flat, 0, 3), _JPEG_MAGIC)
     valid = is_jpeg
@@ -184,19 +236,32 @@ def _check_encoded(x, prep, signature, name):
     bad = tf.where(tf.logical_not(valid))[:, 0]  # flat indices (video: b * T + t)
     where = "element(s) (flat index b * T + t)" if prep.kind == "video" else "element(s)"
     hint = "; in a REST request send each as {b64: base64 string}"
-    x = _require(
-        x, tf.reduce_all(valid), fallback,
+    x = require(
+        x, tf.reduce_all(valid),
         f"{what}. Not a {'JPEG or PNG' if prep.kind == 'image' else 'JPEG'}: {where}", bad, hint,
+    )
+    flat = tf.reshape(x, [-1])
+    complete = _contains(flat, _JPEG_END)
+    if prep.kind == "image":
+        is_png = tf.equal(tf.strings.substr(flat, 0, 8), _PNG_MAGIC)
+        complete = tf.where(is_png, _contains(flat, _PNG_END), complete)
+    cut = tf.where(tf.logical_not(complete))[:, 0]
+    x = require(
+        x, tf.reduce_all(complete),
+        f"{signature}: truncated {'image' if prep.kind == 'image' else 'JPEG frame'}(s): no "
+        f"{'end-of-image marker (JPEG) or IEND chunk (PNG)' if prep.kind == 'image' else 'end-of-image marker'}"
+        f" at {where}", cut,
     )
     flat = tf.reshape(x, [-1])
     pixels = tf.map_fn(_header_pixels, flat, fn_output_signature=tf.TensorSpec([], tf.int64))
     too_big = tf.where(pixels > MAX_FRAME_PIXELS)[:, 0]
-    x = _require(
-        x, tf.equal(tf.size(too_big), 0), fallback,
+    x = require(
+        x, tf.equal(tf.size(too_big), 0),
         f"{signature}: image header(s) claim more than {MAX_FRAME_PIXELS} pixels at flat "
         "index", too_big,
     )
-    x.set_shape([None] * rank if prep.kind == "image" else [None, prep.num_frames])
+    x = _check_request_pixels(x, tf.reduce_sum(pixels), signature, max_request_pixels, fallback)
+    x.set_shape(final_shape)
     return x
 
 
@@ -288,6 +353,7 @@ def export_saved_model(
     multilabel=False,
     top_k=5,
     preprocessing: Optional[Preprocessing] = None,
+    max_request_pixels=MAX_REQUEST_PIXELS,
     verbose=False,
 ):
     """Writes `model` as a TF Serving SavedModel at `path` (see the module docstring).
@@ -305,6 +371,12 @@ def export_saved_model(
         multilabel: `probabilities` are sigmoids (multi-label training) instead of a softmax.
         top_k: k of the `top_k_*` outputs (at most K).
         preprocessing: a ready `Preprocessing` (overrides the four arguments above).
+        max_request_pixels: the most pixels one request may hold, all frames of all
+            examples together (for `serve_encoded` read from the image headers before
+            anything is decoded); a larger request is refused with an `InvalidArgumentError`
+            naming the bound. Default `MAX_REQUEST_PIXELS` (2**27; each image or frame is
+            also bounded by `MAX_FRAME_PIXELS`, 2**26). Decoding and pre-processing take
+            about 20 bytes per pixel: size it to the serving worker's memory.
         verbose: print Keras' summary of the endpoints.
 
     Returns:
@@ -328,6 +400,15 @@ def export_saved_model(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"export: top_k={top_k!r} must be a positive int.")
     k = min(top_k, num_classes)
+    if (
+        isinstance(max_request_pixels, bool)
+        or not isinstance(max_request_pixels, (int, np.integer))
+        or max_request_pixels < 1
+    ):
+        raise ValueError(
+            f"export: max_request_pixels={max_request_pixels!r} must be a positive int."
+        )
+    max_request_pixels = int(max_request_pixels)
     multilabel = bool(multilabel)
     name = "images" if prep.kind == "image" else "videos"
 
@@ -336,13 +417,15 @@ def export_saved_model(
 
     def from_pixels(signature):
         def fn(pixels):
-            pixels = _check_pixels(pixels, prep, signature, name)
+            pixels = _check_pixels(pixels, prep, signature, name, max_request_pixels)
             return classify(preprocess(pixels, prep))
 
         return fn
 
     def from_encoded(encoded):
-        encoded = _check_encoded(encoded, prep, "serve_encoded", f"encoded_{name}")
+        encoded = _check_encoded(
+            encoded, prep, "serve_encoded", f"encoded_{name}", max_request_pixels
+        )
         return classify(preprocess_encoded(encoded, prep))
 
     # The TensorSpec's name is the signature's input key.
@@ -374,6 +457,8 @@ def export_saved_model(
         "preprocessing": prep.to_dict(),
         "multilabel": multilabel,
         "top_k": k,
+        "max_request_pixels": max_request_pixels,
+        "max_frame_pixels": MAX_FRAME_PIXELS,
         "class_names": labels,
         "signatures": _signature_info(prep, num_classes, k),
     }

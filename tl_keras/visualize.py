@@ -13,13 +13,18 @@ receives, and returns that layer's own `attention_maps` of it, reshaped per fram
 token onto the layer's spatial grid.
 
 The drawing needs no plotting library: numpy paints the grid (rows = tokens, columns =
-frames, the input frames on top, each map over its frame) and a small built-in PNG writer
-saves it. It does not depend on the Keras backend.
+frames, the input frames on top, each map over its frame), labels each column with the clip
+frames it stands for (`F4-5`: a ViViT tubelet of input frames 4 and 5, or the source
+video's frame numbers given as `frame_indices`), adds a colour scale (a bar with its value
+range and what it means), and a small built-in PNG writer saves it, with the same
+information as text in the PNG (`tl_keras:token_maps`, JSON). It does not depend on the
+Keras backend.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -200,6 +205,7 @@ _GLYPHS = {
     "9": "###|#.#|###|..#|###", "_": "...|...|...|...|###", "-": "...|...|###|...|...",
     ".": "...|...|...|...|.#.", ":": "...|.#.|...|.#.|...", "/": "..#|..#|.#.|#..|#..",
     "(": ".#.|#..|#..|#..|.#.", ")": ".#.|..#|..#|..#|.#.", " ": "...|...|...|...|...",
+    "=": "...|###|...|###|...", ",": "...|...|...|.#.|#..",
 }
 _GLYPH_CACHE = {}
 
@@ -264,6 +270,40 @@ def _pick(n, limit):
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, limit)})
 
 
+def _number(value):
+    """A short label of a map value (`0`, `1`, `0.034`, `2.1E-05`)."""
+    if value == 0 or value == 1:
+        return str(int(value))
+    return f"{value:.2g}".upper() if abs(value) < 1e-3 else f"{value:.3g}"
+
+
+def _column_frames(k, num_token_frames, num_frames, frame_indices):
+    """The clip frames (numbers of `frame_indices`) that token frame `k` stands for."""
+    first = k * num_frames // num_token_frames
+    last = max(first, (k + 1) * num_frames // num_token_frames - 1)
+    return [int(frame_indices[i]) for i in range(first, min(last, num_frames - 1) + 1)]
+
+
+def _column_label(frames, is_image):
+    if is_image:
+        return "IMAGE"
+    if len(frames) == 1:
+        return f"F{frames[0]}"
+    return f"F{frames[0]}-{frames[-1]}"
+
+
+class _Canvas:
+    """A white canvas that remembers every text it paints (for the layout)."""
+
+    def __init__(self, height, width):
+        self.image = np.full((height, width, 3), 255, np.uint8)
+        self.texts = []
+
+    def text(self, text, y, x, scale=2):
+        _draw_text(self.image, text, y, x, scale)
+        self.texts.append({"text": text, "y": int(y), "x": int(x), "scale": int(scale)})
+
+
 def draw_token_maps(
     frames,
     maps,
@@ -274,22 +314,39 @@ def draw_token_maps(
     alpha: float = 0.6,
     normalize: str = "per_map",
     title: Optional[str] = None,
+    frame_indices: Optional[Sequence[int]] = None,
+    return_layout: bool = False,
 ):
-    """One grid of heat maps over the frames: uint8 RGB `[H, W, 3]`.
+    """One grid of heat maps over the frames, with frame labels and a colour scale: uint8
+    RGB `[H, W, 3]`.
 
     Args:
         frames: the example's input, `[T, H, W, 3]` (video) or `[H, W, 3]` (image), any
             value range (shown min-max scaled).
-        maps: its maps `[T', S, h, w]` (one example of `token_maps`); token frame k is
-            drawn over input frame `k * T // T'`.
+        maps: its maps `[T', S, h, w]` (one example of `token_maps`); token frame k stands
+            for input frames `k * T // T'` to `(k + 1) * T // T' - 1` (a ViViT tubelet)
+            and is drawn over the first of them.
         max_tokens, max_frames: rows / columns shown (evenly spaced when there are more).
         cell: side of a drawn frame in pixels (default: the frame scaled to >= 96 px).
         alpha: weight of the heat map over the (grey) frame.
         normalize: `"per_map"` (each map scaled to its maximum, default) or `"none"`
             (values drawn as they are, clipped to [0, 1]; for sigmoid maps).
         title: a line of text above the grid.
+        frame_indices: the number of each of the T input frames in its source video (e.g.
+            the sampled clip's indices), used in the column labels (default 0 .. T-1).
+        return_layout: also return the layout (see below).
 
-    Layout: row 0 the input frames, then one row per token; one column per token frame.
+    Layout: a header row of column labels (`F4-5`: the clip frames of the column; `IMAGE`
+    for an image), row 0 the input frames, then one row per token, then the colour scale:
+    a bar from the lowest to the highest colour with the value at each end and a caption
+    (`per_map`: `1` is each map's own peak, and the range of the peaks is given).
+
+    Returns:
+        The image; with `return_layout`, `(image, layout)` where `layout` is a JSON-able dict:
+        `columns` / `rows` (`label`, `frames` or `token`, `box` = `[y0, x0, y1, x1]` of the
+        cells), `colorbar` (`box`, `range` = the values at its two ends, `labels`,
+        `caption`, `normalize`, `peaks` = the lowest and highest map maxima drawn) and
+        `texts` (every text painted: `text`, `y`, `x`, `scale`).
     """
     frames = np.asarray(frames)
     if frames.ndim == 3:
@@ -304,6 +361,16 @@ def draw_token_maps(
         )
     if normalize not in ("per_map", "none"):
         raise ValueError(f"draw_token_maps: normalize={normalize!r}, expected 'per_map' or 'none'.")
+    num_input = frames.shape[0]
+    if frame_indices is None:
+        frame_indices = list(range(num_input))
+    frame_indices = [int(i) for i in np.asarray(frame_indices).reshape(-1)]
+    if len(frame_indices) != num_input:
+        raise ValueError(
+            f"draw_token_maps: frame_indices has {len(frame_indices)} entries for "
+            f"{num_input} input frames."
+        )
+    is_image = num_input == 1 and maps.shape[0] == 1
     num_frames, num_tokens = maps.shape[0], maps.shape[1]
     display = _display_frames(frames)
     fh, fw = display.shape[1:3]
@@ -314,24 +381,50 @@ def draw_token_maps(
         ch = cw = int(cell)
     columns = _pick(num_frames, max_frames)
     rows = _pick(num_tokens, max_tokens)
+    column_frames = [_column_frames(k, num_frames, num_input, frame_indices) for k in columns]
+    column_labels = [_column_label(f, is_image) for f in column_frames]
+
+    # What the colours mean.
+    drawn = maps[columns][:, rows]
+    peaks = drawn.reshape(len(columns) * len(rows), -1).max(-1)
+    peak_range = [float(peaks.min()), float(peaks.max())]
+    if normalize == "per_map":
+        bar_range = [0.0, 1.0]
+        caption = (f"COLOUR = VALUE / PEAK OF ITS MAP, PEAKS {_number(peak_range[0])} TO "
+                   f"{_number(peak_range[1])}")
+    else:
+        bar_range = [0.0, 1.0]
+        low = float(drawn.min())
+        caption = (f"COLOUR = MAP VALUE, CLIPPED TO 0 TO 1, VALUES {_number(low)} TO "
+                   f"{_number(peak_range[1])}")
+    bar_labels = [_number(bar_range[0]), _number(bar_range[1])]
+
     text = 2
     gap = 4
     label_w = _text_size("TOKEN 000", text)[1] + 2 * gap
     head_h = _text_size("X", text)[0] + 2 * gap
     title_h = head_h if title else 0
-    height = title_h + head_h + (len(rows) + 1) * (ch + gap) + gap
+    bar_h = 10
+    scale_h = gap + bar_h + gap + _text_size("0", text)[0] + gap + _text_size("0", 1)[0] + gap
+    height = title_h + head_h + (len(rows) + 1) * (ch + gap) + gap + scale_h
     width = label_w + len(columns) * (cw + gap) + gap
-    width = max(width, _text_size(title or "", text)[1] + 2 * gap)
-    canvas = np.full((height, width, 3), 255, np.uint8)
+    width = max(width, _text_size(title or "", text)[1] + 2 * gap,
+                label_w + _text_size(caption, 1)[1] + gap, label_w + 96 + gap)
+    canvas = _Canvas(height, width)
+    image = canvas.image
     if title:
-        _draw_text(canvas, title, gap, gap, text)
+        canvas.text(title, gap, gap, text)
     top = title_h + head_h
+    canvas.text("FRAME" if not is_image else "", title_h + gap, gap, text)
+    layout_columns = []
     for j, k in enumerate(columns):
         x = label_w + j * (cw + gap)
-        _draw_text(canvas, f"F{k}", title_h + gap, x, text)
-        index = min(k * frames.shape[0] // num_frames, frames.shape[0] - 1)
+        label = column_labels[j]
+        label_scale = text if _text_size(label, text)[1] <= cw + gap else 1
+        canvas.text(label, title_h + gap, x, label_scale)
+        index = min(k * num_input // num_frames, num_input - 1)
         frame = _resize_nearest(display[index], ch, cw)
-        canvas[top : top + ch, x : x + cw] = frame
+        image[top : top + ch, x : x + cw] = frame
         grey = frame.astype(np.float32).mean(-1, keepdims=True)
         for i, s in enumerate(rows):
             y = top + (i + 1) * (ch + gap)
@@ -340,18 +433,50 @@ def draw_token_maps(
                 peak = float(m.max())
                 m = m / peak if peak > 0 else m
             heat = _colormap(_resize_nearest(m, ch, cw))
-            canvas[y : y + ch, x : x + cw] = np.round(
+            image[y : y + ch, x : x + cw] = np.round(
                 (1.0 - alpha) * grey + alpha * heat
             ).astype(np.uint8)
-    _draw_text(canvas, "INPUT", top + ch // 2 - 5, gap, text)
+        layout_columns.append({
+            "label": label, "token_frame": int(k), "frames": column_frames[j],
+            "box": [top, x, top + (len(rows) + 1) * (ch + gap) - gap, x + cw],
+        })
+    canvas.text("INPUT", top + ch // 2 - 5, gap, text)
+    layout_rows = []
     for i, s in enumerate(rows):
         y = top + (i + 1) * (ch + gap)
-        _draw_text(canvas, f"TOKEN {s}", y + ch // 2 - 5, gap, text)
-    return canvas
+        canvas.text(f"TOKEN {s}", y + ch // 2 - 5, gap, text)
+        layout_rows.append({"label": f"TOKEN {s}", "token": int(s),
+                            "box": [y, label_w, y + ch, label_w + len(columns) * (cw + gap) - gap]})
+
+    # The colour scale: each bar pixel shows the colour of its centre's value.
+    y0 = top + (len(rows) + 1) * (ch + gap) + gap
+    x0 = label_w
+    bar_w = max(96, len(columns) * (cw + gap) - gap)
+    values = (np.arange(bar_w) + 0.5) / bar_w
+    image[y0 : y0 + bar_h, x0 : x0 + bar_w] = np.round(_colormap(values))[None].astype(np.uint8)
+    canvas.text("SCALE", y0, gap, text)
+    ty = y0 + bar_h + gap
+    canvas.text(bar_labels[0], ty, x0, text)
+    right = bar_labels[1]
+    canvas.text(right, ty, x0 + bar_w - _text_size(right, text)[1], text)
+    canvas.text(caption, ty + _text_size("0", text)[0] + gap, x0, 1)
+    if not return_layout:
+        return image
+    layout = {
+        "columns": layout_columns,
+        "rows": layout_rows,
+        "colorbar": {
+            "box": [y0, x0, y0 + bar_h, x0 + bar_w], "range": bar_range, "labels": bar_labels,
+            "caption": caption, "normalize": normalize, "peaks": peak_range,
+        },
+        "texts": [t for t in canvas.texts if t["text"]],
+    }
+    return image, layout
 
 
-def write_png(path, image):
-    """Writes uint8 `[H, W, 3]` (or `[H, W]`) as a PNG file (zlib; no extra dependency)."""
+def write_png(path, image, text=None):
+    """Writes uint8 `[H, W, 3]` (or `[H, W]`) as a PNG file (zlib; no extra dependency);
+    `text`: `{keyword: str}` stored as PNG `tEXt` chunks (Latin-1)."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"write_png: expected uint8 [H, W, 3], got {image.dtype} {image.shape}.")
@@ -367,9 +492,16 @@ def write_png(path, image):
         crc = struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
         return struct.pack(">I", len(data)) + body + crc
 
+    texts = b""
+    for key, value in (text or {}).items():
+        key = str(key).encode("latin-1")
+        if not 1 <= len(key) <= 79 or b"\0" in key:
+            raise ValueError(f"write_png: text keyword {key!r} must be 1 to 79 bytes, no NUL.")
+        texts += chunk(b"tEXt", key + b"\0" + str(value).encode("latin-1", "replace"))
     png = (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + texts
         + chunk(b"IDAT", zlib.compress(raw, 6))
         + chunk(b"IEND", b"")
     )
@@ -402,6 +534,7 @@ def write_token_maps(
     *,
     example: int = 0,
     layers: Optional[Sequence[str]] = None,
+    frame_indices: Optional[Sequence[int]] = None,
     **draw_kwargs,
 ):
     """Draws the token maps of one example (`draw_token_maps`, one block per TokenLearner
@@ -415,7 +548,13 @@ def write_token_maps(
         path: output `.png`.
         example: which example of the batch.
         layers: TokenLearner layer paths to draw (default all).
+        frame_indices: each input frame's number in its source video, for the column labels
+            (default 0 .. T-1).
         **draw_kwargs: `draw_token_maps` options (`max_tokens`, `max_frames`, `cell`, ...).
+
+    The PNG also holds, as the `tEXt` chunk `tl_keras:token_maps`, a JSON list with one
+    entry per block: `layer`, and the column labels and clip frames, row labels and colour
+    scale of `draw_token_maps`'s layout.
 
     Returns:
         `path`, or None (with a warning in the log) when the model has no TokenLearner.
@@ -436,11 +575,22 @@ def write_token_maps(
         )
     x = batch[example : example + 1]
     maps = token_maps(model, x, layers=layers)
-    blocks = []
+    blocks, info = [], []
     for name, m in maps.items():
-        blocks.append(draw_token_maps(x[0], m[0], title=name, **draw_kwargs))
+        block, layout = draw_token_maps(
+            x[0], m[0], title=name, frame_indices=frame_indices, return_layout=True,
+            **draw_kwargs,
+        )
+        blocks.append(block)
+        info.append({
+            "layer": name,
+            "columns": [{k: c[k] for k in ("label", "frames")} for c in layout["columns"]],
+            "rows": [r["label"] for r in layout["rows"]],
+            "colorbar": {k: v for k, v in layout["colorbar"].items() if k != "box"},
+        })
     width = max(b.shape[1] for b in blocks)
     padded = [
         np.pad(b, ((0, 8), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks
     ]
-    return write_png(path, np.concatenate(padded, 0))
+    return write_png(path, np.concatenate(padded, 0),
+                     text={"tl_keras:token_maps": json.dumps(info)})

@@ -5,29 +5,38 @@
     python tools/count_flops.py vivit_l16 --num_frames=32 --tokenlearner=8@18 --extra_layers=6
     python tools/count_flops.py --paper        # every row of the paper, side by side
     python tools/count_flops.py --paper --markdown   # the same, as the README's table
+    python tools/count_flops.py --list_models  # the registered model names
 
 Nothing is built: the count comes from the validated model arguments
-(`tl_keras.flops.gflops`).
+(`tl_keras.flops.gflops`). A bad argument is one line on stderr and exit code 2.
 """
 
 import argparse
+import os
 import sys
 
-from tl_keras import flops
-from tl_keras.models import list_models
-from tl_keras.models.specs import TL
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/_common.py
+import _common  # noqa: E402  (no TensorFlow: --help answers at once)
 
 
 def _size(text):
-    if "x" in text:
-        h, w = text.split("x")
-        return (int(h), int(w))
-    return int(text)
+    try:
+        if "x" in text:
+            h, w = text.split("x")
+            return (int(h), int(w))
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 384 or 384x512") from None
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", help=f"one of {', '.join(list_models())}")
+    parser = _common.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("model", nargs="?",
+                        help="a registered model, e.g. vit_b16, vivit_l16, x2plus1d_m "
+                             "(--list_models prints them all)")
     parser.add_argument("--image_size", type=_size, help="e.g. 384 or 384x512")
     parser.add_argument("--patch_size", type=_size)
     parser.add_argument("--num_frames", type=int, help="video models")
@@ -37,30 +46,43 @@ def parse_args(argv=None):
     parser.add_argument("--num_classes", type=int)
     parser.add_argument("--paper", action="store_true", help="print the paper's table")
     parser.add_argument("--markdown", action="store_true", help="with --paper: Markdown")
+    parser.add_argument("--list_models", action="store_true", help="print the model names")
     args = parser.parse_args(argv)
-    if not args.paper and not args.model:
-        parser.error("give a model name or --paper")
+    if not (args.paper or args.list_models) and not args.model:
+        parser.error("give a model name, --paper or --list_models")
     if args.fuser and not args.tokenlearner:
         parser.error("--fuser needs --tokenlearner")
     return args
 
 
 def model_kwargs(args):
+    from tl_keras.models.specs import TL
+
     kwargs = {}
     for key in ("image_size", "patch_size", "num_frames", "extra_layers", "num_classes"):
         value = getattr(args, key)
         if value is not None:
             kwargs[key] = value
     if args.tokenlearner:
-        tl = TL.parse(args.tokenlearner)
+        try:
+            tl = TL.parse(args.tokenlearner)
+        except ValueError as e:
+            raise _common.ToolError(f"--tokenlearner={args.tokenlearner}: {e}") from None
         if args.fuser:
             tl = TL(tl.num_tokens, tl.at, fuser=True, version=tl.version)
         kwargs["tokenlearner"] = tl
     return kwargs
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
+    """The tool once its arguments are parsed (imports TensorFlow, through the models)."""
+    _common.import_tensorflow()
+    from tl_keras import flops
+    from tl_keras.models import list_models
+
+    if args.list_models:
+        print("\n".join(list_models()))
+        return 0
     if args.paper and args.markdown:
         print(flops.paper_table_markdown())
         return 0
@@ -70,17 +92,18 @@ def main(argv=None):
             print(f"{description:48s} {ours:9.2f} {paper:9.2f} {100 * rel:+6.2f}%")
         return 0
     kwargs = model_kwargs(args)
-    try:
-        value = flops.gflops(args.model, **kwargs)
-        params = flops.count_params(args.model, **kwargs)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    value = flops.gflops(args.model, **kwargs)
+    params = flops.count_params(args.model, **kwargs)
     settings = " ".join(f"{k}={v}" for k, v in kwargs.items())
     print(f"{args.model} {settings}".strip())
     print(f"GFLOPs (MACs): {value:.2f}")
     print(f"parameters: {params / 1e6:.1f}M ({params:,})")
     return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return _common.run_or_report("count_flops", run, args)
 
 
 if __name__ == "__main__":

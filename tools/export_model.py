@@ -8,7 +8,11 @@
 run's resolved config (`config.json`: pre-processing, multi-label, and the class names of
 the built-in datasets); the output goes to `RUN/export/<step>/{saved_model,model.keras}`
 unless `--output` is given. `--model` takes a `.keras` file; give the pre-processing as
-flags.
+flags. `--class_names` (a file, one name per line, or a,b,c) replaces the config's names.
+
+An existing `saved_model/` or `model.keras` in the output is kept: the tool refuses unless
+`--overwrite`, and even then replaces only a SavedModel directory (one with
+`saved_model.pb`) or an empty one, after the new export was written beside it.
 
 The SavedModel's signatures (`serving_default`, `serve_uint8`, `serve_encoded`) are
 described in `tl_keras/export.py` and listed by `saved_model_cli show --dir OUT/saved_model
@@ -17,17 +21,19 @@ described in `tl_keras/export.py` and listed by `saved_model_cli show --dir OUT/
 
 import argparse
 import os
+import shutil
 import sys
+import uuid
 
-import _common  # tools/_common.py: the script's own directory is on sys.path
-
-from tl_keras import export
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/_common.py
+import _common  # noqa: E402  (no TensorFlow: --help answers at once)
 
 FORMATS = ("saved_model", "keras")
+PROG = "export_model"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _common.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
@@ -38,61 +44,196 @@ def parse_args(argv=None):
     parser.add_argument("--format", default="saved_model",
                         help="saved_model, keras, or both comma-separated (default saved_model)")
     parser.add_argument("--output", help="output directory (default RUN/export/<step>)")
-    parser.add_argument("--class_names", help="file with one class name per line, or a,b,c")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export in the output directory")
+    parser.add_argument("--class_names",
+                        help="file with one class name per line, or a,b,c (replaces the "
+                             "run's names)")
     parser.add_argument("--multilabel", action="store_true", default=None,
                         help="sigmoid probabilities (default: from the run's config)")
     parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--max_request_pixels", type=int, default=None,
+                        help="most pixels of one serving request, all frames together "
+                             "(default 2**27; tl_keras/export.py)")
     _common.add_preprocessing_flags(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        print(f"export_model: --format={args.format}: expected {' or '.join(FORMATS)} "
-              "(comma-separated for both).", file=sys.stderr)
-        return 2
-    try:
-        if args.workdir:
-            model, config, path, step = _common.model_from_workdir(args.workdir, args.checkpoint)
-            source = f"{path} (step {step})"
-            output = args.output or os.path.join(args.workdir, "export", str(step))
-        else:
-            if not args.output:
-                raise _common.ToolError("--model needs --output=DIR.")
-            model, config, source = _common.load_model(args.model)
-            output = args.output
-        options = export.serving_options_from_config(config, model) if config else {}
-        prep = _common.preprocessing(model, config, args)
-        class_names = _common.read_class_names(args.class_names) or options.get("class_names")
-        multilabel = args.multilabel
-        if multilabel is None:
-            multilabel = options.get("multilabel", False)
-        paths = {}
-        if "saved_model" in formats:
-            paths["saved_model"] = export.export_saved_model(
-                model, os.path.join(output, "saved_model"), preprocessing=prep,
-                class_names=class_names, multilabel=multilabel, top_k=args.top_k,
+        parser.error(f"--format={args.format}: expected {' or '.join(FORMATS)} "
+                     "(comma-separated for both).")
+    args.formats = formats
+    if args.model and not args.output:
+        parser.error("--model needs --output=DIR.")
+    if args.max_request_pixels is not None and args.max_request_pixels < 1:
+        parser.error(f"--max_request_pixels={args.max_request_pixels}: must be positive.")
+    return args
+
+
+def _is_remote(path):
+    return "://" in path
+
+
+def _exists(path):
+    if _is_remote(path):
+        return _common.import_tensorflow().io.gfile.exists(path)
+    return os.path.lexists(path)
+
+
+def _replaceable_saved_model(path):
+    """Whether `path` may be replaced with --overwrite: a SavedModel directory or an empty
+    one (nothing else is ever deleted)."""
+    if _is_remote(path):
+        gfile = _common.import_tensorflow().io.gfile
+        return gfile.isdir(path) and (
+            gfile.exists(os.path.join(path, "saved_model.pb")) or not gfile.listdir(path)
+        )
+    return (os.path.isdir(path) and not os.path.islink(path)) and (
+        os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.listdir(path)
+    )
+
+
+def check_output(output, formats, overwrite):
+    """ToolError unless every target of `formats` under `output` is free, or may be
+    replaced (`--overwrite`: a SavedModel or empty directory, a `.keras` file)."""
+    targets = {"saved_model": os.path.join(output, "saved_model"),
+               "keras": os.path.join(output, "model.keras")}
+    for kind in formats:
+        path = targets[kind]
+        if not _exists(path):
+            continue
+        if kind == "saved_model" and not _replaceable_saved_model(path):
+            raise _common.ToolError(
+                f"{path} exists and is not a SavedModel directory (no saved_model.pb); "
+                "not touched, even with --overwrite: remove it or pick another --output."
             )
-        if "keras" in formats:
-            paths["keras"] = export.save_keras(model, os.path.join(output, "model.keras"))
-    except (_common.ToolError, ValueError, FileNotFoundError) as e:
-        print(f"export_model: {e}", file=sys.stderr)
-        return 2
+        if kind == "keras" and os.path.isdir(path):
+            raise _common.ToolError(f"{path} exists and is a directory; not touched.")
+        if not overwrite:
+            raise _common.ToolError(
+                f"{path} exists; pass --overwrite to replace it, or another --output."
+            )
+    return targets
+
+
+def _write_replacing(path, write):
+    """`write(tmp)` to a new path beside `path`, then moves it to `path` (replacing what was
+    there only once the new export is complete: a failed export loses nothing)."""
+    if _is_remote(path):  # no directory rename on object stores: replace in place
+        gfile = _common.import_tensorflow().io.gfile
+        if gfile.isdir(path):
+            gfile.rmtree(path)
+        elif gfile.exists(path):
+            gfile.remove(path)
+        return write(path)
+    parent, name = os.path.split(path)
+    tag = uuid.uuid4().hex[:8]
+    tmp = os.path.join(parent, f".{name}.new-{tag}")
+    if name.endswith(".keras"):
+        tmp += ".keras"  # save_keras wants the suffix
+    try:
+        write(tmp)
+    except BaseException:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    if os.path.isdir(path):
+        old = os.path.join(parent, f".{name}.old-{tag}")
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+def class_names_from_flag(value, num_classes):
+    """`--class_names` as a list (None when not given), checked against the model."""
+    if value is None:
+        return None
+    looks_like_file = os.sep in value or value.lower().endswith((".txt", ".csv", ".names"))
+    if looks_like_file and not os.path.exists(value):
+        raise _common.ToolError(f"--class_names={value}: no such file.")
+    names = _common.read_class_names(value)
+    if not names:
+        raise _common.ToolError(f"--class_names={value}: no class names in it.")
+    if num_classes is not None and len(names) != num_classes:
+        raise _common.ToolError(
+            f"--class_names={value}: {len(names)} names for a model with {num_classes} classes."
+        )
+    return names
+
+
+def run(args):
+    """The export once the arguments are parsed (imports TensorFlow)."""
+    if args.model:  # the output is known: refuse before loading anything
+        check_output(args.output, args.formats, args.overwrite)
+    _common.import_tensorflow()
+    from tl_keras import export
+
+    if args.workdir:
+        model, config, path, step = _common.model_from_workdir(args.workdir, args.checkpoint)
+        source = f"{path} (step {step})"
+        output = args.output or os.path.join(args.workdir, "export", str(step))
+    else:
+        model, config, source = _common.load_model(args.model)
+        output = args.output
+    targets = check_output(output, args.formats, args.overwrite)
+    options = export.serving_options_from_config(config, model) if config else {}
+    prep = _common.preprocessing(model, config, args)
+    outputs = getattr(model, "outputs", None) or [None]
+    num_classes = outputs[0].shape[-1] if outputs[0] is not None else None
+    class_names = class_names_from_flag(args.class_names, num_classes)
+    names_from = f"--class_names ({len(class_names)})" if class_names else None
+    if class_names is None and options.get("class_names"):
+        class_names = options["class_names"]
+        names_from = f"the run's config ({len(class_names)}, dataset {config['data']['dataset']})"
+    multilabel = args.multilabel
+    if multilabel is None:
+        multilabel = options.get("multilabel", False)
+    extra = {}
+    if args.max_request_pixels is not None:
+        extra["max_request_pixels"] = args.max_request_pixels
+    paths = {}
+    if "saved_model" in args.formats:
+        _write_replacing(
+            targets["saved_model"],
+            lambda p: export.export_saved_model(
+                model, p, preprocessing=prep, class_names=class_names, multilabel=multilabel,
+                top_k=args.top_k, **extra,
+            ),
+        )
+        paths["saved_model"] = targets["saved_model"]
+    if "keras" in args.formats:
+        _write_replacing(targets["keras"], lambda p: export.save_keras(model, p))
+        paths["keras"] = targets["keras"]
     print(f"export_model: {type(model).__name__} {model.name!r} from {source}")
-    frames = f", {prep.num_frames} frames ({prep.eval_split} evaluation)" if prep.kind == "video" else ""
+    frames = (f", {prep.num_frames} frames ({prep.eval_split} evaluation)"
+              if prep.kind == "video" else "")
     print(f"  pre-processing: {prep.kind}, shorter side {prep.min_resize} -> centre crop "
           f"{prep.crop_size}, normalization {prep.normalization}{frames}")
-    print(f"  probabilities: {'sigmoid (multi-label)' if multilabel else 'softmax'}; class names: "
-          f"{'embedded' if class_names else 'none (top_k_labels are the indices)'}")
+    shown = ""
+    if class_names:
+        shown = ", ".join(class_names[:5]) + (", ..." if len(class_names) > 5 else "")
+        shown = f"from {names_from}: {shown}"
+    print(f"  probabilities: {'sigmoid (multi-label)' if multilabel else 'softmax'}; class names "
+          f"{shown or 'none (top_k_labels are the indices)'}")
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
     if "saved_model" in paths:
         print(f"  signatures: serving_default, serve_uint8, serve_encoded "
               f"(saved_model_cli show --dir {paths['saved_model']} --all)")
     return 0
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # argparse: usage and message already printed
+        return e.code
+    return _common.run_or_report(PROG, run, args)
 
 
 if __name__ == "__main__":

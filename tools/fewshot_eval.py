@@ -24,9 +24,7 @@ import os
 import sys
 import time
 
-import _common  # tools/_common.py: the script's own directory is on sys.path
-
-from tl_keras import fewshot
+import _common  # tools/_common.py: the script's own directory is on sys.path (no TensorFlow)
 
 
 def _shots(text):
@@ -40,7 +38,7 @@ def _shots(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _common.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
@@ -68,32 +66,35 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    return _common.run_or_report("fewshot_eval", run, args)
+
+
+def run(args):
+    """The evaluation once the arguments are parsed (imports TensorFlow)."""
     start = time.time()
-    try:
-        if args.seeds < 1 or args.holdout_per_class < 1:
-            raise _common.ToolError("--seeds and --holdout_per_class must be >= 1.")
-        model, config, source = _common.load_model(args.model, args.checkpoint)
-        prep = _common.preprocessing(model, config, args)
-        pool = args.pool_per_class or (args.holdout_per_class + 2 * max(args.shots))
-        if pool < args.holdout_per_class + max(args.shots):
-            raise _common.ToolError(
-                f"--pool_per_class={pool} is smaller than --holdout_per_class + max(--shots) = "
-                f"{args.holdout_per_class + max(args.shots)}."
-            )
-        data = fewshot.dataset_features(
-            model, args.dataset, data_dir=args.data_dir, preprocessing=prep,
-            train_split=args.train_split, test_split=args.test_split, pool_per_class=pool,
-            max_test_examples=args.max_test_examples, batch_size=args.batch_size,
-            image_key=args.image_key, label_key=args.label_key,
+    if args.seeds < 1 or args.holdout_per_class < 1:
+        raise _common.ToolError("--seeds and --holdout_per_class must be >= 1.")
+    model, config, source = _common.load_model(args.model, args.checkpoint)  # TensorFlow, quietly
+    from tl_keras import fewshot
+
+    prep = _common.preprocessing(model, config, args)
+    pool = args.pool_per_class or (args.holdout_per_class + 2 * max(args.shots))
+    if pool < args.holdout_per_class + max(args.shots):
+        raise _common.ToolError(
+            f"--pool_per_class={pool} is smaller than --holdout_per_class + max(--shots) = "
+            f"{args.holdout_per_class + max(args.shots)}."
         )
-        results = fewshot.evaluate(
-            data.train_x, data.train_y, data.test_x, data.test_y, shots=args.shots,
-            num_seeds=args.seeds, holdout_per_class=args.holdout_per_class,
-            num_classes=data.num_classes,
-        )
-    except (_common.ToolError, ValueError) as e:
-        print(f"fewshot_eval: {e}", file=sys.stderr)
-        return 2
+    data = fewshot.dataset_features(
+        model, args.dataset, data_dir=args.data_dir, preprocessing=prep,
+        train_split=args.train_split, test_split=args.test_split, pool_per_class=pool,
+        max_test_examples=args.max_test_examples, batch_size=args.batch_size,
+        image_key=args.image_key, label_key=args.label_key,
+    )
+    results = fewshot.evaluate(
+        data.train_x, data.train_y, data.test_x, data.test_y, shots=args.shots,
+        num_seeds=args.seeds, holdout_per_class=args.holdout_per_class,
+        num_classes=data.num_classes,
+    )
     title = (
         f"{args.dataset}: {data.num_classes} classes, {data.train_x.shape[1]}-d features of "
         f"{model.name}, {len(data.test_y)} test examples"

@@ -16,22 +16,16 @@ Every TokenLearner layer of the model gets one block of the grid (`--layer` pick
 """
 
 import argparse
-import os
 import sys
 
-import _common  # tools/_common.py: the script's own directory is on sys.path
-import tensorflow as tf
-
-from tl_keras import data as data_lib
-from tl_keras import visualize
-from tl_keras.data import decoders, video_ops, writer
+import _common  # tools/_common.py: the script's own directory is on sys.path (no TensorFlow)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _common.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
@@ -51,6 +45,7 @@ def parse_args(argv=None):
 
 
 def _read_record(path, index):
+    tf = _common.import_tensorflow()
     count = 0
     for record in tf.data.TFRecordDataset(path):
         if count == index:
@@ -62,13 +57,18 @@ def _read_record(path, index):
 def _clip(num_total, prep, stride):
     """The middle clip's frame indices, as `VideoParser(split="validation"/"test")` samples
     one clip: int32 `[T]`."""
+    from tl_keras.data import video_ops
+
     return video_ops.middle_clip_indices(num_total, prep.num_frames, stride)
 
 
 def load_input(path, prep, *, example=0, stride=1):
     """The model input `[1, ...]` for `path`, pre-processed as in evaluation."""
-    if not os.path.exists(path):
-        raise _common.ToolError(f"--input={path}: no such file.")
+    _common.check_exists(path, "--input")
+    tf = _common.import_tensorflow()
+    from tl_keras import data as data_lib
+    from tl_keras.data import decoders, writer
+
     lower = path.lower()
     if lower.endswith(IMAGE_EXTENSIONS):
         if prep.kind != "image":
@@ -114,20 +114,24 @@ def load_input(path, prep, *, example=0, stride=1):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        model, config, source = _common.load_model(args.model, args.checkpoint)
-        prep = _common.preprocessing(model, config, args)
-        stride = args.stride or ((config or {}).get("data", {}).get("stride") or 1)
-        x = load_input(args.input, prep, example=args.example, stride=stride)
-        if not visualize.tokenlearner_layers(model):
-            raise _common.ToolError(f"the model {model.name!r} has no TokenLearner layer.")
-        path = visualize.write_token_maps(
-            model, x, args.output, layers=args.layer, max_tokens=args.max_tokens,
-            max_frames=args.max_frames,
-        )
-    except (_common.ToolError, ValueError) as e:
-        print(f"visualize_tokens: {e}", file=sys.stderr)
-        return 2
+    return _common.run_or_report("visualize_tokens", run, args)
+
+
+def run(args):
+    """The drawing once the arguments are parsed (imports TensorFlow)."""
+    _common.check_exists(args.input, "--input")
+    model, config, source = _common.load_model(args.model, args.checkpoint)  # TensorFlow, quietly
+    from tl_keras import visualize
+
+    prep = _common.preprocessing(model, config, args)
+    stride = args.stride or ((config or {}).get("data", {}).get("stride") or 1)
+    x = load_input(args.input, prep, example=args.example, stride=stride)
+    if not visualize.tokenlearner_layers(model):
+        raise _common.ToolError(f"the model {model.name!r} has no TokenLearner layer.")
+    path = visualize.write_token_maps(
+        model, x, args.output, layers=args.layer, max_tokens=args.max_tokens,
+        max_frames=args.max_frames,
+    )
     print(f"visualize_tokens: token maps of {source} on {args.input} -> {path}")
     return 0
 

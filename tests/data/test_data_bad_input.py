@@ -161,9 +161,11 @@ def test_absurd_number_of_frames_decodes_only_the_sampled_ones(records):
 
 
 def test_pixel_limit_is_configurable(records, good_file):
-    # Frames are 24 x 32 = 768 pixels: a 700-pixel limit makes every example bad.
-    ds = read(good_file, max_frame_pixels=700)
-    assert labels_of(ds) == []
+    # Frames are 24 x 32 = 768 pixels: a 700-pixel limit makes every example bad, and a
+    # pass without a good example is an error.
+    ds = read(good_file, max_frame_pixels=700, log_skipped=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="too_many_pixels=3"):
+        labels_of(ds)
     assert ds.error_counter.counts() == {"too_many_pixels": 3}
     assert labels_of(read(good_file, max_frame_pixels=768)) == [0, 1, 2]
 
@@ -197,3 +199,200 @@ def test_empty_file_is_not_an_error(records, good_file):
     empty = records.write("empty.tfrecord", [])
     ds = read([good_file, empty])
     assert labels_of(ds) == [0, 1, 2] and ds.error_counter.total == 0
+
+
+# -- frames of different sizes in one video ---------------------------------------------------
+
+SPLITS = ("train", "validation", "test")
+
+
+def mixed_size_record(records, large_first, label=4):
+    """6 frames alternating 24x32 and 48x64 (same aspect ratio), the larger first or not."""
+    small = records.jpegs(np.full((1, 24, 32, 3), 90, np.uint8))[0]
+    large = records.jpegs(np.full((1, 48, 64, 3), 90, np.uint8))[0]
+    pair = [large, small] if large_first else [small, large]
+    return records.record(pair * 3, labels=(label,))
+
+
+@pytest.mark.parametrize("large_first", [False, True], ids=["small_first", "large_first"])
+def test_mixed_frame_sizes_are_skipped_under_their_own_reason(records, good_file, large_first):
+    bad = records.write("mixed.tfrecord", [mixed_size_record(records, large_first)])
+    for split in SPLITS:
+        ds = read(
+            [good_file, bad], split=split, repeat=False, batch_size=1, seed=0, log_skipped=False
+        )
+        assert labels_of(ds) == [0, 1, 2], split
+        assert ds.error_counter.counts() == {"mixed_frame_sizes": 1}, split
+        assert ds.error_counter.files() == {bad: 1}, split
+    # Training: every random start is rejected the same way, pass after pass.
+    ds = read([good_file, bad], split="train", batch_size=1, log_skipped=False)
+    assert sorted(int(np.argmax(y)) for _, y in ds.take(9)) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert ds.error_counter.counts()["mixed_frame_sizes"] >= 2
+
+
+@pytest.mark.parametrize("large_first", [False, True], ids=["small_first", "large_first"])
+def test_mixed_frame_sizes_raise_naming_record_and_reason(records, good_file, large_first):
+    bad = records.write("mixed.tfrecord", [mixed_size_record(records, large_first)])
+    message = data.errors.REASONS[data.Status.MIXED_FRAME_SIZES][1]
+    for split in SPLITS:
+        with pytest.raises(tf.errors.InvalidArgumentError) as err:
+            labels_of(read([good_file, bad], split=split, repeat=False, on_error="raise"))
+        assert f"record 0 of file {bad}: {message}" in str(err.value), split
+
+
+def test_size_change_outside_the_sampled_frames_is_not_an_error(records, helpers):
+    # 10 frames: the middle clip (frames 3-6) is 24x32, the first and last frames are larger.
+    frames = helpers.counting_frames(10)
+    jpegs = records.jpegs(frames)
+    large = records.jpegs(np.full((1, 48, 64, 3), 90, np.uint8))[0]
+    path = records.write("edges.tfrecord", [records.record([large] + jpegs[1:9] + [large])])
+    ds = read(path, log_skipped=False)
+    videos, _ = helpers.collect(ds)
+    assert helpers.frame_ids(videos).tolist() == [[3, 4, 5, 6]]
+    assert ds.error_counter.total == 0
+
+
+# -- a pass that yields no good example -----------------------------------------------------------
+
+
+def random_bytes_file(tmp_path, name="random.tfrecord", size=4096):
+    path = str(tmp_path / name)
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    return path
+
+
+def zero_byte_file(tmp_path, name="zero.tfrecord"):
+    path = str(tmp_path / name)
+    open(path, "wb").close()
+    return path
+
+
+def first_batch_error(ds):
+    """The error `next()` raises on the dataset (bounded: the test timeout)."""
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        next(iter(ds))
+    return str(err.value)
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_random_bytes_only_raises_after_one_pass(tmp_path, split, on_error):
+    path = random_bytes_file(tmp_path)
+    start = time.perf_counter()
+    ds = read(path, split=split, on_error=on_error, log_skipped=False)
+    message = first_batch_error(ds)
+    if on_error == "skip":
+        assert f"a full pass over the data yielded no good example (1 file: {path};" in message
+        assert f"skipped 1 bad examples so far: truncated_file=1 (by file: {path}=1)" in message
+        # One pass, not thousands (parallel stages may have run a few passes ahead).
+        assert 1 <= ds.error_counter.counts()["truncated_file"] < 50
+    else:
+        assert f"record 0 of file {path}: truncated or corrupt TFRecord file" in message
+    assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_zero_byte_shards_only_raise_naming_them(tmp_path, split, caplog):
+    paths = [zero_byte_file(tmp_path, f"zero-{i}.tfrecord") for i in range(2)]
+    with caplog.at_level(logging.WARNING, logger="tl_keras.data"):
+        ds = read(paths, split=split)
+    assert f"2 of 2 files are empty (0 bytes, no records), e.g. {paths[0]}" in caplog.text
+    message = first_batch_error(ds)
+    assert f"no good example (2 files: {paths[0]}, {paths[1]}; 0 records in the pass)" in message
+    assert "skipped 0 bad examples so far" in message
+
+
+def test_zero_byte_and_random_bytes_shards_together_raise(tmp_path):
+    paths = [zero_byte_file(tmp_path), random_bytes_file(tmp_path)]
+    ds = read(paths, split="train", log_skipped=False)
+    message = first_batch_error(ds)
+    assert "no good example (2 files:" in message and "truncated_file=1" in message
+
+
+def test_random_bytes_and_zero_byte_shards_among_good_ones_are_counted_per_pass(
+    tmp_path, good_file, capfd
+):
+    paths = [good_file, random_bytes_file(tmp_path), zero_byte_file(tmp_path)]
+    ds = read(paths, log_skipped=False)
+    assert labels_of(ds) == [0, 1, 2]
+    assert ds.error_counter.counts() == {"truncated_file": 1}
+    assert ds.error_counter.files() == {paths[1]: 1}
+    assert "end of a pass over the data; skipped 1 bad examples so far" in capfd.readouterr().err
+
+
+def test_every_record_bad_in_training_raises_with_the_counts(records):
+    path = records.write("bad.tfrecord", [records.record(labels=(9,)) for _ in range(3)])
+    ds = read(path, split="train", log_skipped=False)
+    message = first_batch_error(ds)
+    assert f"skipped 3 bad examples so far: label_out_of_range=3 (by file: {path}=3)" in message
+
+
+def track(elements):
+    """Run `pipeline._track_passes` over hand-made `(pass, status, index)` elements."""
+    from tl_keras.data import pipeline
+
+    p, status, index = (np.array(c, np.int64) for c in zip(*elements))
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            "pass": p,
+            "status": status.astype(np.int32),
+            "index": index,
+            "filename": np.array(["f"] * len(p)),
+        }
+    )
+    ds = pipeline._track_passes(
+        ds, counter=data.ErrorCounter(), source="1 file: f", on_error="skip"
+    )
+    return [int(e["status"]) for e in ds]
+
+
+def test_pass_tracking_waits_for_every_example_of_a_pass():
+    ok, bad, end = data.Status.OK, data.Status.LABEL_OUT_OF_RANGE, data.Status.END_OF_PASS
+    # The parallel parse may deliver a pass's end marker (index = its number of examples)
+    # before its examples, and examples of the next passes in between.
+    overtaken = [
+        (0, bad, 0),
+        (0, end, 2),
+        (1, bad, 0),
+        (1, end, 2),
+        (2, bad, 0),
+        (0, ok, 0),
+        (1, ok, 0),
+        (2, end, 2),
+        (2, ok, 0),
+    ]
+    assert len(track(overtaken)) == len(overtaken)
+    for stream in (
+        [(0, bad, 0), (0, end, 2), (1, ok, 0), (0, bad, 0)],  # pass 0 complete, no good one
+        [(0, end, 0)],  # a pass with no examples at all
+        [(0, ok, 0), (0, ok, 0), (0, end, 2), (1, end, 0)],  # the second pass is empty
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="no good example"):
+            track(stream)
+
+
+@pytest.mark.parametrize("num_bad", [0, 20])
+def test_slow_good_example_among_fast_bad_ones_never_raises(records, num_bad):
+    # The end-of-pass marker and bad records need no decoding and may overtake a slow good
+    # example in the unordered parallel parse: a pass is judged only once all of it is seen.
+    good = records.record(labels=(1,), num_frames=8, height=480, width=640)
+    path = records.write("slow.tfrecord", [good] + [records.record(labels=(9,))] * num_bad)
+    ds = read(
+        path,
+        split="train",
+        batch_size=1,
+        log_skipped=False,
+        deterministic=False,
+        crop_size=224,
+        min_resize=480,
+        scale_jitter=None,
+    )
+    assert [int(np.argmax(y)) for _, y in ds.take(4)] == [1] * 4
+
+
+def test_a_directory_in_the_pattern_is_an_error(tmp_path, good_file):
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ValueError, match="is a directory, not a TFRecord file") as err:
+        read([good_file, str(tmp_path / "sub")])
+    assert str(tmp_path / "sub") in str(err.value)

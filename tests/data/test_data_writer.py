@@ -1,6 +1,8 @@
-"""Writer / tools/make_tfrecords.py: real encoded videos -> TFRecords -> video_dataset."""
+"""Writer / tools/make_tfrecords.py: real encoded videos -> TFRecords -> video_dataset;
+environment failures (no decoder, no video root) found first and marking nothing finished."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +14,12 @@ import tensorflow as tf
 from tl_keras import data
 from tl_keras.data import writer
 
-av = pytest.importorskip("av")
+try:
+    import av
+except ImportError:
+    av = None
+# Applied to every test that encodes videos; the others run without PyAV.
+needs_av = pytest.mark.skipif(av is None, reason='PyAV not installed: pip install -e ".[video]"')
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T, H, W, FPS = 20, 48, 64, 10
@@ -68,6 +75,8 @@ def stored(pattern):
 
 @pytest.fixture
 def videos(tmp_path):
+    if av is None:
+        pytest.skip('PyAV not installed: pip install -e ".[video]"')
     root = tmp_path / "videos"
     root.mkdir()
     frames = known_frames()
@@ -255,7 +264,8 @@ def test_cli_parallel_workers(tmp_path, videos):
     assert sorted(r["labels"].tolist() for r in stored(out + "@2")) == [[0], [1]]
 
 
-def test_cli_reports_bad_arguments(tmp_path, capsys):
+def load_tool():
+    """`tools/make_tfrecords.py` as a module (its `main(argv)` runs in this process)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -263,6 +273,12 @@ def test_cli_reports_bad_arguments(tmp_path, capsys):
     )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+@needs_av
+def test_cli_reports_bad_arguments(tmp_path, capsys):
+    tool = load_tool()
     classes = write_classes(tmp_path / "classes.txt", ["a"])
     code = tool.main(
         [
@@ -273,3 +289,130 @@ def test_cli_reports_bad_arguments(tmp_path, capsys):
         ]
     )
     assert code == 2 and "none.csv" in capsys.readouterr().err
+
+
+def without_decoder(monkeypatch):
+    """As if PyAV were not installed: `import av` raises ImportError."""
+    monkeypatch.setitem(sys.modules, "av", None)
+
+
+def test_missing_decoder_or_root_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    classes = write_classes(tmp_path / "classes.txt", ["a"])
+    csv_path = write_csv(tmp_path / "x.csv", [["a.mp4", "", "", "a"]])
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        without_decoder(m)
+        with pytest.raises(writer.ConversionEnvironmentError, match=r"PyAV.*pip install"):
+            writer.convert_videos(csv_path, classes, str(out / "train"), progress=False)
+        assert load_tool().main([f"--csv={csv_path}", f"--class_list={classes}",
+                                 f"--output={out / 'train'}", "--no_progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'pip install -e ".[video]"' in err, err
+    if av is not None:  # the root is checked after the decoder
+        with pytest.raises(writer.ConversionEnvironmentError, match="video_root .*nowhere"):
+            writer.convert_videos(csv_path, classes, str(out / "train"),
+                                  video_root=str(tmp_path / "nowhere"), progress=False)
+    assert not out.exists()  # no output folder, state or report
+
+
+def test_help_does_not_import_tensorflow():
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['make_tfrecords.py', '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({os.path.join(REPO, 'tools', 'make_tfrecords.py')!r}, "
+        "run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TF' if 'tensorflow' in sys.modules else 'no TF')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("no TF")
+    assert 'pip install -e ".[video]"' in proc.stdout and "--max_failures" in proc.stdout
+
+
+SIX_ROWS = [["a.mp4", "", "", "a"], ["b.avi", "", "", "b"], ["a.mp4", "0", "1", "b"],
+            ["b.avi", "1", "2", "a"], ["a.mp4", "1", "2", "a"], ["b.avi", "0", "1", "b"]]
+
+
+def convert(tmp_path, root, **kwargs):
+    return writer.convert_videos(
+        str(tmp_path / "x.csv"), str(tmp_path / "classes.txt"), str(tmp_path / "out" / "train"),
+        video_root=root, num_shards=3, min_resize=24, num_workers=0, progress=False, **kwargs)
+
+
+def test_decoder_lost_mid_run_marks_nothing_finished_and_rerun_gets_every_example(
+        tmp_path, videos, monkeypatch):
+    write_classes(tmp_path / "classes.txt", ["a", "b"])
+    write_csv(tmp_path / "x.csv", SIX_ROWS)
+    with monkeypatch.context() as m:
+        m.setattr(writer, "check_decoder", lambda: None)  # preflight passes, decoding fails
+        without_decoder(m)
+        with pytest.raises(writer.ConversionEnvironmentError, match=r"ModuleNotFoundError.*pip install"):
+            convert(tmp_path, videos["root"])
+    assert not [p for p in os.listdir(tmp_path / "out") if p.startswith("train-")]
+    rerun = convert(tmp_path, videos["root"])  # the environment fixed
+    assert rerun.kept == [] and len(rerun.written) == 3 and rerun.num_examples == 6
+    assert len(stored(str(tmp_path / "out" / "train@3"))) == 6 and not rerun.failures
+
+
+def test_run_that_converted_nothing_marks_nothing_finished(tmp_path, videos, capsys):
+    write_classes(tmp_path / "classes.txt", ["a", "b"])
+    write_csv(tmp_path / "x.csv", SIX_ROWS)
+    empty = tmp_path / "empty"  # a root that exists but holds none of the videos
+    empty.mkdir()
+    first = convert(tmp_path, str(empty))
+    assert first.num_examples == 0 and len(first.failures) == 6
+    # The same root, now with the videos: everything is converted again.
+    for name in ("a.mp4", "b.avi"):
+        (empty / name).write_bytes((tmp_path / "videos" / name).read_bytes())
+    second = convert(tmp_path, str(empty))
+    assert second.kept == [] and second.num_examples == 6 and not second.failures
+    # Another root is another input: its shards are not the finished ones.
+    third = convert(tmp_path, videos["root"])
+    assert third.kept == [] and third.num_examples == 6
+    assert len(convert(tmp_path, videos["root"]).kept) == 3
+
+
+def test_state_of_an_older_writer_with_decoder_errors_is_not_finished(tmp_path, videos):
+    write_classes(tmp_path / "classes.txt", ["a", "b"])
+    write_csv(tmp_path / "x.csv", SIX_ROWS)
+    first = convert(tmp_path, videos["root"])
+    state_dir = tmp_path / "out" / ".train_state"
+    for path in state_dir.glob("*.json"):  # as the writer before num_rows / video_root wrote it
+        state = json.loads(path.read_text())
+        fields = [["a.mp4", None, None, ["a"], 2]] * state["num_rows"]
+        path.write_text(json.dumps({
+            "fingerprint": state["fingerprint"], "num_examples": 0, "shard": state["shard"],
+            "failures": [[f, "ModuleNotFoundError: No module named 'av'"] for f in fields]}))
+    second = convert(tmp_path, videos["root"])
+    assert second.kept == [] and second.written == first.shards and second.num_examples == 6
+
+
+def test_cli_prints_the_first_failure_and_fails_when_nothing_or_too_much_failed(
+        tmp_path, videos, capsys):
+    tool = load_tool()
+    classes = write_classes(tmp_path / "classes.txt", ["a", "b"])
+    rows = [["a.mp4", "", "", "a"], ["nope.mp4", "", "", "b"], ["b.avi", "", "", "b"]]
+    csv_path = write_csv(tmp_path / "x.csv", rows)
+    base = [f"--csv={csv_path}", f"--class_list={classes}", "--num_workers=0",
+            "--min_resize=24", "--no_progress"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "o1" / "train"
+    assert tool.main(base + [f"--output={out}", f"--video_root={empty}"]) == 1
+    captured = capsys.readouterr()
+    assert "first failure: a.mp4 (CSV line 2): FileNotFoundError: video file" in captured.out
+    assert "none of the 3 videos converted" in captured.err
+    assert tool.main(base + [f"--output={out}", f"--video_root={videos['root']}"]) == 0
+    assert "2 examples in 1 shards" in capsys.readouterr().out
+    out = tmp_path / "o2" / "train"
+    assert tool.main(base + [f"--output={out}", f"--video_root={videos['root']}",
+                             "--max_failures=0.2"]) == 1
+    captured = capsys.readouterr()
+    assert "first failure: nope.mp4 (CSV line 3)" in captured.out
+    assert "1 of 3 videos failed, more than --max_failures=0.2" in captured.err
+    with pytest.raises(SystemExit):
+        tool.parse_args(base + [f"--output={out}", "--max_failures=2"])

@@ -166,24 +166,50 @@ with open(f"{root}/report.json", "w") as f:
 """
 
 
+def _claiming(jpeg, height, width):
+    """`jpeg` (baseline) with a header that claims `height x width` pixels: a decode would
+    allocate that much and then fail on the missing data; the checks must refuse it first."""
+    at = jpeg.index(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height, width
+    out = bytearray(jpeg)
+    out[at + 5: at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(out)
+
+
 def _bad_inputs(kind, inputs):
     """`{signature+case: (input, text the error must contain, shape it must report)}`."""
     feeds = inputs[kind]
     if kind == "image":
         good = feeds["serve_encoded"]
-        truncated = jpeg_images.jpeg(jpeg_images.pixels((40, 40, 3), 1))[:300]
+        jpeg = jpeg_images.jpeg(jpeg_images.pixels((40, 40, 3), 1))
+        truncated = jpeg[:300]  # inside the header
+        png_cut = good[1][: len(good[1]) - 12]  # without its IEND chunk
+        huge = _claiming(jpeg, 8192, 8192)  # within the per-image bound; 3 exceed the request's
         return {
+            "serving_default+empty": (np.zeros((0, 8, 8, 3), np.float32), "serving_default: the batch of images is empty", "0 8 8 3"),
+            "serve_encoded+empty": (good[:0], "serve_encoded: the batch of encoded_images is empty", "0"),
+            "serve_encoded+truncated_png": (np.array([good[0], png_cut], dtype=object), "truncated image(s): no end-of-image marker (JPEG) or IEND chunk (PNG) at element(s)] [1]", None),
+            "serve_encoded+too_many_pixels": (np.array([huge] * 3, dtype=object), "the request holds more than max_request_pixels=134217728 pixels (all frames of all examples; set at export); send fewer or smaller frames per request. Pixels in this request:] [201326592]", None),
             "serving_default+rank": (feeds["serving_default"][0], "expected images of shape [batch, height, width, 3]", "45 38 3"),
             "serving_default+channels": (np.zeros((1, 8, 8, 4), np.float32), "expected images of shape [batch, height, width, 3]", "1 8 8 4"),
             "serve_uint8+rank": (np.zeros((2, 8, 8, 3, 1), np.uint8), "expected images of shape", "2 8 8 3 1"),
             "serve_encoded+undecodable": (np.array([good[0], b"this is not an image"], dtype=object), "Not a JPEG or PNG: element(s)] [1]", None),
             "serve_encoded+rank": (good.reshape(2, 1), "expected encoded_images of shape [batch]", "2 1"),
-            "serve_encoded+truncated": (np.array([truncated], dtype=object), "JPEG", None),
+            "serve_encoded+truncated": (np.array([good[0], truncated], dtype=object), "serve_encoded: truncated image(s): no end-of-image marker (JPEG) or IEND chunk (PNG) at element(s)] [1]", None),
         }
     good = feeds["serve_encoded"]
     with_png = good.copy()
     with_png[1, 2] = tf.io.encode_png(jpeg_images.pixels((36, 48, 3), 2)).numpy()
+    cut = good.copy()
+    cut[1, 1] = cut[1, 1][: len(cut[1, 1]) - 2]  # only the end-of-image marker missing
+    cut[0, 3] = cut[0, 3][: len(cut[0, 3]) // 2]
+    huge = np.array([[_claiming(f, 8192, 8192) for f in clip] for clip in good], dtype=object)
     return {
+        "serving_default+empty": (np.zeros((0, 4, 8, 8, 3), np.float32), "serving_default: the batch of videos is empty", "0 4 8 8 3"),
+        "serve_uint8+empty": (np.zeros((0, 4, 8, 8, 3), np.uint8), "serve_uint8: the batch of videos is empty", "0 4 8 8 3"),
+        "serve_encoded+empty": (good[:0], "serve_encoded: the batch of encoded_videos is empty", "0 4"),
+        "serve_encoded+truncated": (cut, "serve_encoded: truncated JPEG frame(s): no end-of-image marker at element(s) (flat index b * T + t)] [3 5]", None),
+        # 2 clips x 4 frames claiming 8192 x 8192 (the issue's 8-frame request): 5.4e8 pixels.
+        "serve_encoded+too_many_pixels": (huge, "serve_encoded: the request holds more than max_request_pixels=134217728 pixels (all frames of all examples; set at export); send fewer or smaller frames per request. Pixels in this request:] [536870912]", None),
         "serving_default+frames": (feeds["serving_default"][:, :3], "expected videos of shape [batch, 4, height, width, 3]", "2 3 36 48 3"),
         "serving_default+rank": (feeds["serving_default"][0], "expected videos of shape [batch, 4, height, width, 3]", "4 36 48 3"),
         "serve_uint8+frames": (np.zeros((1, 6, 8, 8, 3), np.uint8), "expected videos of shape [batch, 4,", "1 6 8 8 3"),
@@ -282,8 +308,11 @@ def test_saved_model_cli_show_and_run_every_signature(external, exported, inputs
 
 
 def test_bad_input_says_what_was_expected(external):
-    """Wrong rank, channels, frame count, undecodable or truncated JPEG: an error naming the
-    expected input and the shape received, in both loaders; the model keeps serving."""
+    """Wrong rank, channels, frame count, an empty batch, undecodable, truncated JPEG / PNG
+    bytes, or more pixels than the request bound: an error naming the expected input and
+    the shape received, or the bad elements, in both loaders; the model keeps serving. The
+    over-sized requests claim their size in headers without the data: a decode would fail
+    with libjpeg's own error, so getting the bound's message shows it is checked first."""
     for kind in ("image", "video"):
         for name, (_, message, shape) in external.bad[kind].items():
             for loader in ("load_errors", "cli_errors"):
@@ -355,10 +384,11 @@ def test_rest_instances_body_gives_the_same_answer(exported, inputs):
 
 
 def _png_header(width, height):
-    """The first bytes of a PNG that claims `width x height` pixels (no pixel data)."""
+    """A PNG that claims `width x height` pixels: its IHDR and IEND chunks, no pixel data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = struct.pack(">I", 13) + b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", zlib.crc32(chunk[4:])) + b"\0" * 16
+    iend = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", zlib.crc32(chunk[4:])) + iend
 
 
 def test_bad_input_in_process_and_still_serving(exported, inputs):
@@ -378,6 +408,41 @@ def test_bad_input_in_process_and_still_serving(exported, inputs):
     with pytest.raises(tf.errors.InvalidArgumentError, match="got shape"):
         video(videos=tf.zeros([5]))
     np.testing.assert_array_equal(video(videos=good)["logits"].numpy(), first)
+
+
+def test_max_request_pixels_bounds_all_frames_of_a_request(exported, inputs, tmp_path):
+    """`max_request_pixels` (an export argument) counts every image of a request, read from
+    the headers for encoded input: a request of exactly the bound is served, one image more
+    is refused in every signature; the bound is recorded in the serving info file."""
+    pixels = inputs["image"]["serve_uint8"]  # 2 images of 45 x 38
+    bound = 2 * 45 * 38
+    path = export.export_saved_model(
+        exported.image.model, str(tmp_path / "bounded"), max_request_pixels=bound
+    )
+    signatures = tf.saved_model.load(path).signatures
+    encoded = inputs["image"]["serve_encoded"]
+    feeds = {
+        "serving_default": (pixels.astype(np.float32), "images"),
+        "serve_uint8": (pixels, "images"),
+        "serve_encoded": (encoded, "encoded_images"),
+    }
+    expected = _reference(exported.image, pixels)["logits"]
+    for signature, (x, name) in feeds.items():
+        fn = signatures[signature]
+        np.testing.assert_allclose(fn(**{name: tf.constant(x)})["logits"], expected, atol=1e-5)
+        three = np.concatenate([x, x[:1]])
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"{signature}: the request holds more than max_request_pixels"
+                                 rf"={bound} .*\] \[{3 * 45 * 38}\]"):
+            fn(**{name: tf.constant(three)})
+    with open(os.path.join(path, export.SERVING_INFO_FILE)) as f:
+        assert json.load(f)["max_request_pixels"] == bound
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="max_request_pixels"):
+            export.export_saved_model(
+                exported.image.model, str(tmp_path / "never"), max_request_pixels=bad
+            )
+    assert not os.path.exists(tmp_path / "never")
 
 
 def test_serving_info_file(exported):

@@ -4,6 +4,8 @@ the `.keras` archive, and export argument checks."""
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -74,6 +76,29 @@ def _videos(num, frames, size, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (num, frames, size, size, 3)).astype(np.uint8)
 
 
+def test_export_tool_skips_a_damaged_newest_checkpoint(workdir, tmp_path, capsys, monkeypatch):
+    """Without the `checkpoint` state file and with the newest checkpoint truncated (a
+    write cut short), the tool exports the newest one that reads, and says so."""
+    import glob
+    import shutil
+
+    root, _, heads = workdir
+    run = str(tmp_path / "run")
+    shutil.copytree(root, run, ignore=shutil.ignore_patterns("export", "from_keras"))
+    os.remove(os.path.join(run, "checkpoints", "checkpoint"))
+    (data_file,) = glob.glob(os.path.join(run, "checkpoints", "ckpt-7.data-*"))
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    tool = _load_tool("export_model", monkeypatch)
+    out_dir = str(tmp_path / "out")
+    assert tool.main([f"--workdir={run}", f"--output={out_dir}", "--format=keras"]) == 0
+    captured = capsys.readouterr()
+    assert "ckpt-7" in captured.err and "damaged" in captured.err
+    assert "step 3" in captured.out
+    restored = keras.saving.load_model(os.path.join(out_dir, "model.keras"))
+    np.testing.assert_array_equal(restored.get_layer("head").kernel.numpy(), heads[3])
+
+
 def test_export_tool_from_workdir(workdir, capsys, monkeypatch):
     root, cfg, heads = workdir
     tool = _load_tool("export_model", monkeypatch)
@@ -100,6 +125,23 @@ def test_export_tool_from_workdir(workdir, capsys, monkeypatch):
     np.testing.assert_allclose(got["logits"].numpy(), expected, atol=1e-5)
     assert got["top_k_labels"].numpy()[0, 0].decode() in synthetic.class_names("single")
 
+    # The same export again: refused, the export is kept as it was.
+    before = {name: os.path.getmtime(os.path.join(target, name))
+              for name in ("saved_model/saved_model.pb", "model.keras")}
+    assert tool.main([f"--workdir={root}", "--format=saved_model,keras"]) == 2
+    err = capsys.readouterr().err
+    assert f"{target}/saved_model exists; pass --overwrite" in err
+    assert {n: os.path.getmtime(os.path.join(target, n)) for n in before} == before
+    # --overwrite replaces it; --class_names given on the command line win over the config's.
+    names = [f"c{i}" for i in range(len(synthetic.class_names("single")))]
+    assert tool.main([f"--workdir={root}", "--overwrite", f"--class_names={','.join(names)}"]) == 0
+    assert f"class names from --class_names ({len(names)}): c0, c1" in capsys.readouterr().out
+    with open(os.path.join(target, "saved_model", export.SERVING_INFO_FILE)) as f:
+        assert json.load(f)["class_names"] == names
+    assert not [n for n in os.listdir(target) if n.startswith(".")]  # no temporary left
+    serving = tf.saved_model.load(os.path.join(target, "saved_model")).signatures["serving_default"]
+    assert serving(videos=tf.constant(pixels, tf.float32))["top_k_labels"].numpy()[0, 0].decode() in names
+
     # A .keras file with explicit options.
     keras_path = os.path.join(target, "model.keras")
     out_dir = os.path.join(root, "from_keras")
@@ -123,6 +165,45 @@ def test_export_tool_errors(workdir, tmp_path, capsys, monkeypatch):
     assert "No checkpoint" in capsys.readouterr().err
     assert tool.main(["--model=missing.keras", f"--output={tmp_path}"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_export_tool_keeps_what_is_not_an_export(tmp_path, capsys, monkeypatch, tiny_models):
+    """A `saved_model/` that is not a SavedModel is never deleted, even with --overwrite;
+    bad --class_names are refused before anything is written."""
+    tool = _load_tool("export_model", monkeypatch)
+    keras_path = export.save_keras(tiny_models.vit(), str(tmp_path / "model.keras"))
+    out = tmp_path / "out"
+    (out / "saved_model").mkdir(parents=True)
+    (out / "saved_model" / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert tool.main([f"--model={keras_path}", f"--output={out}", *extra]) == 2
+        assert "is not a SavedModel directory (no saved_model.pb); not touched" in capsys.readouterr().err
+        assert (out / "saved_model" / "notes.txt").read_text() == "mine"
+    fresh = tmp_path / "fresh"
+    for value, message in (("a,b", "--class_names=a,b: 2 names for a model with 5 classes"),
+                           (str(tmp_path / "missing.txt"), "no such file")):
+        assert tool.main([f"--model={keras_path}", f"--output={fresh}", f"--class_names={value}"]) == 2
+        assert message in capsys.readouterr().err
+    assert not fresh.exists() or not any(fresh.iterdir())
+    (tmp_path / "names.txt").write_text("a\nb\nc\nd\ne\n")
+    assert tool.main([f"--model={keras_path}", f"--output={fresh}", "--max_request_pixels=100",
+                      f"--class_names={tmp_path / 'names.txt'}"]) == 0
+    with open(fresh / "saved_model" / export.SERVING_INFO_FILE) as f:
+        info = json.load(f)
+    assert info["class_names"] == list("abcde") and info["max_request_pixels"] == 100
+
+
+def test_export_tool_help_loads_no_tensorflow():
+    """`--help` parses arguments before anything imports TensorFlow."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{os.path.join(TOOLS, 'export_model.py')!r}, '--help']\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('LOADED', 'tensorflow' in sys.modules or 'keras' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--overwrite" in proc.stdout and "LOADED False" in proc.stdout
 
 
 def test_keras_archive_loads_without_custom_objects(tmp_path, tiny_models):

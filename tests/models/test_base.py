@@ -5,7 +5,13 @@ import pytest
 
 from tl_keras import TL
 from tl_keras.models import ViT, ViViT, X2Plus1D
-from tl_keras.models.base import Checks, FamilyModel, constructor_arguments
+from tl_keras.models.base import (
+    Checks,
+    FamilyModel,
+    UnknownArgumentError,
+    check_keywords,
+    constructor_arguments,
+)
 
 
 @pytest.mark.parametrize(
@@ -55,3 +61,26 @@ def test_config_holds_the_arguments_as_given():
     assert config["image_size"] == (16, 16)  # lists become tuples
     assert config["tokenlearner"] == TL(2, at=0).to_config()
     assert config["name"] == "vit" and config["trainable"] is True
+
+
+def test_check_keywords_names_the_key_and_the_closest_valid_names():
+    valid = {"num_classes": 1, "num_layers": 2, "image_size": 3}
+    check_keywords("Owner", {"trainable": False, "name": "m", "weights": None}, valid)
+    with pytest.raises(UnknownArgumentError) as err:
+        check_keywords("Owner", {"num_layer": 4}, valid)
+    assert str(err.value) == (
+        "Owner: unknown argument `num_layer`; did you mean `num_layers` or `num_classes`?")
+    assert isinstance(err.value, TypeError) and isinstance(err.value, ValueError)
+    with pytest.raises(UnknownArgumentError, match=r"`zzz`; valid arguments: image_size, "
+                                                   r"name, num_classes, num_layers, trainable\."):
+        check_keywords("Owner", {"zzz": 1}, valid)
+    with pytest.raises(UnknownArgumentError, match=r"`weights='w\.h5'` is not supported yet"):
+        check_keywords("Owner", {"weights": "w.h5"}, valid)
+
+
+@pytest.mark.parametrize("cls", [ViT, ViViT, X2Plus1D])
+def test_constructors_reject_unknown_keywords_before_building(cls, monkeypatch):
+    monkeypatch.setattr(cls, "build_graph", classmethod(lambda *a: pytest.fail("built")))
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: unknown argument `num_class`; "
+                                        "did you mean `num_classes`"):
+        cls(num_class=10)

@@ -62,8 +62,63 @@ def test_resolve_model_is_what_the_constructor_resolves():
     assert model_class("vit_l16") is ViT
     model = create_model("vit_b16", **dict(TINY, tokenlearner=None))
     assert resolve_model("vit_b16", **dict(TINY, tokenlearner=None)) == model.resolved
-    with pytest.raises(ValueError, match="unknown arguments"):
+    with pytest.raises(ValueError, match="unknown argument `hidden`; did you mean `hidden_dim`"):
         resolve_model("vit_b16", hidden=3)
+
+
+# A misspelling of an argument every family takes, and the name it must suggest.
+MISSPELT = [("num_class", "num_classes"), ("imagesize", "image_size")]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("typo, suggestion", MISSPELT)
+def test_every_model_rejects_a_misspelt_argument_before_building(name, typo, suggestion,
+                                                                 monkeypatch):
+    cls = model_class(name)
+
+    def built(*args, **kwargs):
+        raise AssertionError(f"{name}: built or resolved despite the unknown `{typo}`")
+
+    monkeypatch.setattr(cls, "resolve", classmethod(built))
+    monkeypatch.setattr(cls, "build_graph", classmethod(built))
+    calls = {
+        "entrypoint": lambda **kw: getattr(models, name)(**kw),
+        "create_model": lambda **kw: create_model(name, **kw),
+        "resolve_model": lambda **kw: resolve_model(name, **kw),
+        "constructor": lambda **kw: cls(**kw),
+    }
+    for how, call in calls.items():
+        with pytest.raises(TypeError) as err:
+            call(**{typo: 10})
+        message = str(err.value)
+        assert isinstance(err.value, ValueError), how
+        assert f"unknown argument `{typo}`" in message, (how, message)
+        assert f"`{suggestion}`" in message.split(";")[1], (how, message)
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize("call", [lambda **kw: models.vit_s16(**kw),
+                                  lambda **kw: create_model("vivit_b16", **kw),
+                                  lambda **kw: models.x2plus1d_m(**kw),
+                                  lambda **kw: resolve_model("vit_b16", **kw)])
+def test_weights_and_dtype_are_refused_not_ignored(call, monkeypatch):
+    for cls in {model_class(n) for n in list_models()}:
+        monkeypatch.setattr(cls, "build_graph", classmethod(lambda *a: pytest.fail("built")))
+    with pytest.raises(TypeError, match=r"`weights='path.h5'` is not supported yet"):
+        call(weights="path.h5")
+    with pytest.raises(TypeError, match=r"`dtype` is not a model argument.*set_dtype_policy"):
+        call(dtype="mixed_float16")
+
+
+def test_legitimate_keywords_still_pass():
+    model = create_model("vit_b16", **TINY, weights=None, trainable=False,
+                         name="mine")
+    assert model.name == "mine" and not model.trainable and len(model.resolved.image_size) == 2
+    clone = type(model).from_config(model.get_config())  # what `.keras` loading calls
+    assert clone.name == "mine" and not clone.trainable
+    assert resolve_model("vit_b16", **dict(TINY, tokenlearner=None), trainable=True,
+                         name="x", weights=None) == resolve_model("vit_b16", **dict(
+                             TINY, tokenlearner=None))
 
 
 @pytest.mark.parametrize("name", list_models())

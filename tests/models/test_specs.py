@@ -30,3 +30,12 @@ def test_tl_spec():
                 dict(num_tokens=2, at=1, version="2")):
         with pytest.raises(ValueError):
             TL(**bad)
+
+
+def test_tl_without_at_is_for_x2plus1d_and_a_clear_error_for_a_transformer():
+    assert TL.parse("8") == TL(8) and TL(8).at is None
+    assert TL.parse("8+v1") == TL(8, version="1") and str(TL(8, version="1")) == "8+v1"
+    assert TL.from_config(TL(8).to_config()) == TL(8)
+    with pytest.raises(ValueError, match=r"needs `at`.*TL\(8, at="):
+        ViT(image_size=32, patch_size=16, hidden_dim=16, num_layers=2, num_heads=2,
+            mlp_dim=32, num_classes=3, tokenlearner=TL(8))

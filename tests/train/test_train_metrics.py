@@ -102,6 +102,19 @@ def test_averaging_logits_and_probabilities_can_disagree():
 
 def test_compute_metrics_keys():
     single = metrics.compute_metrics(np.eye(3), np.eye(3))
-    assert single == {"num_examples": 3, "top1": 1.0, "top5": 1.0, "mean_class_accuracy": 1.0}
+    assert single == {"num_examples": 3, "top1": 1.0, "mean_class_accuracy": 1.0}
     multi = metrics.compute_metrics(np.eye(3), np.eye(3), multilabel=True)
     assert multi == {"num_examples": 3, "mAP": 1.0}
+
+
+@pytest.mark.parametrize("num_classes", [4, 5, 6, 10])
+def test_top5_only_with_more_than_five_classes(num_classes):
+    """With 5 or fewer classes every label is in the top 5: no `top5` (always 1.0)."""
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(50, num_classes))
+    labels = rng.integers(0, num_classes, 50)
+    out = metrics.compute_metrics(scores, labels)
+    assert ("top5" in out) == (num_classes > 5)
+    if num_classes > 5:
+        assert out["top5"] == pytest.approx(_reference_topk(scores, labels, 5))
+        assert out["top5"] < 1.0

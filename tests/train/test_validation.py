@@ -63,6 +63,18 @@ def test_tokenlearner_position_counts_num_layers_override(data_dir):
         tasks.validate(cfg)
 
 
+@pytest.mark.parametrize("key, value", [("at", 3), ("fuser", True)])
+def test_x2plus1d_tokenlearner_placement_is_an_error_not_ignored(data_dir, key, value):
+    from experiments import charades
+
+    cfg = charades.get_config(runlocal=False)  # X(2+1)D-M: the TokenLearner is in res5
+    cfg.data.data_dir = data_dir
+    tasks.validate(cfg)
+    setattr(cfg.model.tokenlearner, key, value)
+    with pytest.raises(ConfigError, match=r"model\.tokenlearner\.at=.*res5"):
+        tasks.validate(cfg)
+
+
 def test_crop_larger_than_resized_frame(data_dir):
     cfg = _kinetics_config()
     cfg.data.data_dir = data_dir
@@ -109,7 +121,7 @@ def test_cli_unknown_key_fails_fast_listing_valid_keys(tmp_path):
     proc = _cli("--runlocal", f"--workdir={tmp_path}", "--set", "train.num_step=30")
     assert proc.returncode == 2
     assert "Unknown config key 'train.num_step'" in proc.stderr
-    assert "Did you mean 'train.num_steps'" in proc.stderr and "optim.base_lr (float)" in proc.stderr
+    assert "Did you mean 'train.num_steps'" in proc.stderr and "--print_config" in proc.stderr
     assert not os.listdir(tmp_path)
 
 

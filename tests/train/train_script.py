@@ -1,11 +1,14 @@
 """A small training run for the subprocess tests of tests/train (not a test module).
 
     python train_script.py WORKDIR [--replicas=N] [--strategy=KIND] [--model=mlp|vivit]
-        [--mode=train|...] [--set key=value ...]
+        [--mode=train|...] [--stuck_after=N] [--hidden=N] [--set key=value ...]
 
 `--model=mlp`: a 2-layer MLP with dropout on in-memory data (shuffled, repeated);
 `--model=vivit`: a tiny ViViT + TokenLearner on the built-in synthetic videos (the real
 input pipeline). `--replicas=N` splits the CPU into N logical devices first (Mirrored).
+`--stuck_after=N` (mlp): the training input yields N batches, then never yields again (as
+when every further record is skipped). `--hidden=N` (mlp): the hidden width (default 32;
+large makes checkpoint writes slow enough to be killed in the middle of one).
 At the end writes `WORKDIR/final_weights.npz` (worker i: `final_weights_worker<i>.npz`) and
 `WORKDIR/losses.json` (this process's per-step losses).
 """
@@ -18,7 +21,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def mlp_task(cfg):
+def mlp_task(cfg, stuck_after=None, hidden=32):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -32,7 +35,7 @@ def mlp_task(cfg):
 
     def model_fn():
         inp = keras.Input((12,))
-        h = keras.layers.Dense(32, activation="relu")(inp)
+        h = keras.layers.Dense(hidden, activation="relu")(inp)
         h = keras.layers.Dropout(cfg.model.dropout_rate or 0.0)(h)
         out = keras.layers.Dense(4)(h)
         return keras.Model(inp, out)
@@ -41,7 +44,10 @@ def mlp_task(cfg):
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
         ds = ds.repeat().shuffle(64, seed=cfg.train.seed)
-        return ds.batch(ctx.get_per_replica_batch_size(batch), drop_remainder=True)
+        ds = ds.batch(ctx.get_per_replica_batch_size(batch), drop_remainder=True)
+        if stuck_after is not None:  # an endless pass in which every element is dropped
+            ds = ds.take(stuck_after).concatenate(ds.filter(lambda x, y: tf.constant(False)))
+        return ds
 
     def eval_ds(ctx, batch):
         ds = tf.data.Dataset.from_tensor_slices((x[:64], y[:64]))
@@ -100,6 +106,8 @@ def main():
     parser.add_argument("--model", default="mlp", choices=["mlp", "vivit"])
     parser.add_argument("--mode", default="train")
     parser.add_argument("--collective_timeout", type=float, default=None)
+    parser.add_argument("--stuck_after", type=int, default=None)
+    parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--set", dest="overrides", nargs="*", default=[])
     args = parser.parse_args()
 
@@ -112,12 +120,13 @@ def main():
 
     from tl_keras import train as train_lib
     from tl_keras.train import tasks
+    from tl_keras.train.checkpoint import WorkdirError
 
     if args.replicas > 1:
         train_lib.split_cpu(args.replicas)
     si = train_lib.make_strategy(args.strategy, collective_timeout_s=args.collective_timeout)
     if args.model == "mlp":
-        task = mlp_task(cfg)
+        task = mlp_task(cfg, args.stuck_after, args.hidden)
     else:
         tasks.resolve_data(cfg)
         tasks.validate(cfg, si.num_replicas)
@@ -130,6 +139,9 @@ def main():
     except train_lib.Preempted as e:
         print(f"PREEMPTED: {e}", file=sys.stderr, flush=True)
         return train_lib.Preempted.exit_code
+    except WorkdirError as e:
+        print(f"WORKDIR ERROR: {e}", file=sys.stderr, flush=True)
+        return 2
     if isinstance(result, train_lib.TrainResult):
         suffix = "" if si.num_workers == 1 else f"_worker{si.worker_index}"
         weights = {f"w{i}": np.asarray(w) for i, w in enumerate(result.model.get_weights())}

@@ -164,6 +164,103 @@ def test_draw_heat_map_over_the_right_cell():
         visualize.draw_token_maps(frames, maps, normalize="log")
 
 
+def _painted(image, text):
+    """Whether `text` (a layout entry) is painted in `image` where the layout says."""
+    blank = np.full(image.shape, 255, np.uint8)
+    visualize._draw_text(blank, text["text"], text["y"], text["x"], text["scale"])
+    mask = np.any(blank != 255, axis=-1)
+    return mask.any() and bool(np.all(image[mask] == blank[mask]))
+
+
+def test_figure_labels_its_frames_and_has_a_colour_scale():
+    """Column labels name the clip frames of each token frame (a ViViT tubelet of 2, the
+    source video's frame numbers), rows the tokens; a colour bar runs through the colour map
+    with its value range and caption; every text of the layout is painted where it says."""
+    rng = np.random.default_rng(7)
+    frames = rng.normal(size=(4, 16, 16, 3))
+    maps = rng.uniform(0.01, 0.3, size=(2, 3, 4, 4)).astype(np.float32)
+    image, layout = visualize.draw_token_maps(
+        frames, maps, cell=48, frame_indices=[10, 12, 14, 16], title="tokenlearner_0",
+        return_layout=True,
+    )
+    assert [c["label"] for c in layout["columns"]] == ["F10-12", "F14-16"]
+    assert [c["frames"] for c in layout["columns"]] == [[10, 12], [14, 16]]
+    assert [r["label"] for r in layout["rows"]] == ["TOKEN 0", "TOKEN 1", "TOKEN 2"]
+    texts = {t["text"]: t for t in layout["texts"]}
+    for column in layout["columns"]:  # each label above its own column
+        label = texts[column["label"]]
+        assert label["x"] == column["box"][1] and label["y"] < column["box"][0]
+    for t in layout["texts"]:
+        assert _painted(image, t), t
+    # The colour bar: the colour map from its lowest to its highest colour, left to right.
+    bar = layout["colorbar"]
+    y0, x0, y1, x1 = bar["box"]
+    strip = image[y0:y1, x0:x1].astype(int)
+    assert np.all(strip == strip[:1])  # every row of the bar alike
+    np.testing.assert_allclose(strip[0, 0], [0, 0, 4], atol=3)
+    np.testing.assert_allclose(strip[0, -1], [252, 255, 164], atol=3)
+    assert np.all(np.diff(strip[0].sum(-1)) >= 0)  # brighter to the right
+    assert bar["range"] == [0.0, 1.0] and bar["labels"] == ["0", "1"]
+    low, high = texts["0"], texts["1"]  # the ends' values under the bar's two ends
+    assert low["x"] == x0 and low["y"] > y1
+    assert high["x"] + visualize._text_size("1", high["scale"])[1] == x1 and high["y"] > y1
+    peaks = maps.reshape(6, -1).max(-1)
+    np.testing.assert_allclose(bar["peaks"], [peaks.min(), peaks.max()], rtol=1e-6)
+    assert bar["caption"] == (f"COLOUR = VALUE / PEAK OF ITS MAP, PEAKS {peaks.min():.3g} TO "
+                              f"{peaks.max():.3g}")
+    assert texts[bar["caption"]]["y"] > y1
+    # Drawn as they are: the caption says so.
+    _, raw = visualize.draw_token_maps(frames, maps, normalize="none", return_layout=True)
+    assert "CLIPPED TO 0 TO 1" in raw["colorbar"]["caption"]
+    assert [c["label"] for c in raw["columns"]] == ["F0-1", "F2-3"]  # default: 0 .. T-1
+    # An image is one column, labelled as such.
+    _, one = visualize.draw_token_maps(frames[0], maps[:1], return_layout=True)
+    assert [c["label"] for c in one["columns"]] == ["IMAGE"]
+    with pytest.raises(ValueError, match="frame_indices has 3 entries for 4 input frames"):
+        visualize.draw_token_maps(frames, maps, frame_indices=[0, 1, 2])
+
+
+def _png_text(path):
+    """`{keyword: text}` of the tEXt chunks of a PNG file."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    out, at = {}, 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at: at + 4])
+        kind, body = data[at + 4: at + 8], data[at + 8: at + 8 + length]
+        if kind == b"tEXt":
+            key, value = body.split(b"\0", 1)
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + length
+    return out
+
+
+@pytest.mark.tf_only
+def test_written_figure_holds_the_labels_and_scale(tmp_path):
+    """The PNG is the drawn figure, and says in a tEXt chunk which clip frames its columns
+    are and what its colours mean."""
+    import json
+
+    model = _vivit()
+    x = np.random.default_rng(8).normal(size=(1, 4, 32, 32, 3)).astype("float32")
+    path = visualize.write_token_maps(model, x, str(tmp_path / "maps.png"),
+                                      frame_indices=[3, 4, 5, 6])
+    (info,) = json.loads(_png_text(path)["tl_keras:token_maps"])
+    assert info["layer"] == "tokenlearner_0"
+    assert info["columns"] == [{"label": "F3-4", "frames": [3, 4]},
+                               {"label": "F5-6", "frames": [5, 6]}]
+    assert info["rows"] == ["TOKEN 0", "TOKEN 1", "TOKEN 2"]
+    maps = visualize.token_maps(model, x)["tokenlearner_0"][0]
+    expected, layout = visualize.draw_token_maps(
+        x[0], maps, title="tokenlearner_0", frame_indices=[3, 4, 5, 6], return_layout=True
+    )
+    assert info["colorbar"] == {k: v for k, v in layout["colorbar"].items() if k != "box"}
+    image = _read_png(path)
+    np.testing.assert_array_equal(image[: expected.shape[0], : expected.shape[1]], expected)
+
+
 @pytest.mark.tf_only
 def test_write_token_maps_from_a_dataset(tmp_path):
     import tensorflow as tf

@@ -1,12 +1,14 @@
 """Bad-input bookkeeping: status codes carried by each example, and `ErrorCounter`.
 
 Every example travels through the pipeline with an int32 `status`. Checks that can be made
-without raising (no frames, missing label, label out of range, too many pixels, truncated
-TFRecord file) set it directly; the two failures TensorFlow can only report by raising (a
-record that is not a valid proto, a JPEG that does not decode) are caught per example and
-turned into a status too (see `pipeline.py`). At the end of the pipeline a bad example is
-either dropped and counted (`on_error="skip"`) or raises an error that names the file, the
-record and the reason (`on_error="raise"`).
+without raising (no frames, missing label, label out of range, too many pixels, sampled
+frames of different sizes, truncated TFRecord file) set it directly; the two failures
+TensorFlow can only report by raising (a record that is not a valid proto, a JPEG that does
+not decode) are caught per example and turned into a status too (see `pipeline.py`). At the
+end of the pipeline a bad example is either dropped and counted (`on_error="skip"`) or
+raises an error that names the file, the record and the reason (`on_error="raise"`). A
+whole pass over the files that yields no good example is always an error (`pipeline.py`),
+so a training loop never waits forever.
 
 The counter lives in `tf.lookup.experimental.MutableHashTable`s: no Python callback, works in
 graph mode inside `tf.data`, is not mirrored by a distribution strategy, and is readable
@@ -39,6 +41,7 @@ class Status:
     # data ended (the skip totals are printed then).
     END_OF_FILE = 8
     END_OF_PASS = 9
+    MIXED_FRAME_SIZES = 10
 
 
 # code -> (short key used in counts, human-readable reason used in messages)
@@ -61,6 +64,11 @@ REASONS = {
     Status.TOO_MANY_PIXELS: (
         "too_many_pixels",
         "the header of a sampled JPEG frame claims more pixels than max_frame_pixels",
+    ),
+    Status.MIXED_FRAME_SIZES: (
+        "mixed_frame_sizes",
+        "the sampled JPEG frames do not all have the same height and width (write every "
+        "frame of a video at one size)",
     ),
     Status.END_OF_FILE: ("end_of_file", "end of file"),
     Status.END_OF_PASS: ("end_of_pass", "end of a pass over the data"),
@@ -139,6 +147,12 @@ class ErrorCounter:
         keys, values = self._by_reason.export()
         parts = tf.strings.join([keys, tf.strings.as_string(values)], separator="=")
         return tf.strings.reduce_join(parts, separator=", "), tf.reduce_sum(values)
+
+    def files_summary_tensor(self):
+        """Graph op: 'file=count, ...' string of the skipped examples per file."""
+        keys, values = self._by_file.export()
+        parts = tf.strings.join([keys, tf.strings.as_string(values)], separator="=")
+        return tf.strings.reduce_join(parts, separator=", ")
 
     # -- Python side ---------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 A parser never raises on bad data that it can detect without decoding pixels: it returns a
 status code instead (`errors.Status`), and the pipeline decides whether to skip or raise. It
 decodes only the frames it keeps, and checks each kept JPEG's header against
-`max_frame_pixels` before decoding it.
+`max_frame_pixels` (and that all kept frames have one size) before decoding it.
 
 `VideoParser` splits:
 
@@ -245,9 +245,12 @@ class VideoParser:
     def parse(self, decoded, seed, status=Status.OK):
         """Decoded dict + seed `[2]` -> `{"video", "label", "status"}`.
 
-        Decodes pixels only if `status` and the cheap checks are OK and every kept frame's
-        header is within `max_frame_pixels`. May raise `InvalidArgumentError` for a JPEG that
-        cannot be decoded (the pipeline catches that per example).
+        Decodes pixels only if `status` and the cheap checks are OK and the kept frames'
+        headers are within `max_frame_pixels` and all give the same height and width (else
+        `MIXED_FRAME_SIZES`: one crop window is computed for the whole clip; a video whose
+        size changes only outside the sampled frames is not affected). May raise
+        `InvalidArgumentError` for a JPEG that cannot be decoded (the pipeline catches that
+        per example).
         """
         status = tf.where(tf.equal(status, Status.OK), self.validate(decoded), status)
         seed_sample, seed_video = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -258,12 +261,17 @@ class VideoParser:
             encoded = tf.gather(frames, self.sample_indices(tf.size(frames), seed_sample))
             shapes = tf.cast(video_ops.jpeg_frame_shapes(encoded), tf.int64)  # [T, 3]
             too_big = tf.reduce_any(shapes[:, 0] * shapes[:, 1] > self.max_frame_pixels)
+            # One crop window serves every frame, so the kept frames must share one size
+            # (from the headers already read: no extra per-frame work).
+            mixed = tf.reduce_any(tf.not_equal(shapes[:, :2], shapes[:1, :2]))
+            status = tf.where(mixed, Status.MIXED_FRAME_SIZES, Status.OK)
+            status = tf.where(too_big, Status.TOO_MANY_PIXELS, status)
             video = tf.cond(
-                too_big,
-                blank,
+                tf.equal(status, Status.OK),
                 lambda: self.decode_video(encoded, tf.cast(shapes[0], tf.int32), seed_video),
+                blank,
             )
-            return video, tf.where(too_big, Status.TOO_MANY_PIXELS, Status.OK)
+            return video, status
 
         video, status = tf.cond(tf.equal(status, Status.OK), decode, lambda: (blank(), status))
         return {

@@ -7,7 +7,7 @@ Stages (video):
 2. Records: parallel interleave over files. Each file is read with `ignore_errors`, so a
    truncated or corrupt file keeps every record before the damage; the bytes read are compared
    with the file size and a damaged file yields one extra "truncated file" example.
-3. Shuffle records, mark the end of the pass, repeat (train); attach a per-example random
+3. Shuffle records, mark the end of the pass, repeat (train: numbered passes); attach a random
    seed (`Dataset.random`) so augmentation is reproducible with `seed=` and differs between
    epochs. Repeating records (not parsed clips) keeps the parallel stages busy across epochs.
 4. Per example, in parallel: decode the proto, validate, sample frame indices, check the kept
@@ -15,7 +15,9 @@ Stages (video):
    (a malformed proto, an undecodable JPEG) are caught per example and become a status.
 5. Bad examples: counted and dropped (`on_error="skip"`), or an error naming the file, the
    record and the reason (`on_error="raise"`). Totals are printed at the end of each pass and
-   kept in `dataset.error_counter` (an `ErrorCounter`).
+   kept in `dataset.error_counter` (an `ErrorCounter`). A pass that yields no good example
+   (only random bytes, zero-byte files, every record bad) raises from `next()`, naming the
+   files and the skip counts, instead of repeating forever.
 6. Batch, prefetch.
 """
 
@@ -106,10 +108,12 @@ def expand_file_pattern(file_pattern: str | Sequence[str]) -> list[str]:
 
 
 def _file_size(path: str) -> int:
+    """Size in bytes; -1 if unknown; -2 for a directory."""
     try:
-        return int(tf.io.gfile.stat(path).length)
+        stat = tf.io.gfile.stat(path)
     except (tf.errors.OpError, OSError):
         return -1
+    return -2 if stat.is_directory else int(stat.length)
 
 
 def _parallel(fn, items: Sequence[str]) -> list:
@@ -121,8 +125,32 @@ def _parallel(fn, items: Sequence[str]) -> list:
 
 
 def _file_sizes(files: Sequence[str]) -> list[int]:
-    """Sizes in bytes (-1 if unknown)."""
-    return _parallel(_file_size, files)
+    """Sizes in bytes (-1 if unknown). A directory is a `ValueError` naming it; zero-byte
+    files (valid TFRecord files without records) are named in one warning."""
+    sizes = _parallel(_file_size, files)
+    dirs = [f for f, n in zip(files, sizes) if n == -2]
+    if dirs:
+        raise ValueError(
+            f"file_pattern: {dirs[0]!r} is a directory, not a TFRecord file"
+            + (f" (and {len(dirs) - 1} more)" if len(dirs) > 1 else "")
+            + "; give a glob such as DIR/*.tfrecord"
+        )
+    empty = [f for f, n in zip(files, sizes) if n == 0]
+    if empty:
+        logger.warning(
+            "tl_keras.data: %d of %d files are empty (0 bytes, no records), e.g. %s",
+            len(empty),
+            len(files),
+            empty[0],
+        )
+    return sizes
+
+
+def _describe_files(files: Sequence[str], limit: int = 3) -> str:
+    """'2 files: a, b' / '40 files: a, b, c and 37 more' (for error messages)."""
+    shown = ", ".join(files[:limit])
+    more = f" and {len(files) - limit} more" if len(files) > limit else ""
+    return f"{len(files)} file{'s' if len(files) != 1 else ''}: {shown}{more}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +188,8 @@ def _read_tfrecord_file(filename, size):
 def _records(
     files, *, shuffle: bool, seed, input_context, deterministic: bool, cycle_length: int | None
 ):
-    """Interleaved record elements of `files`, sharded for `input_context`."""
+    """Interleaved record elements of `files`, sharded for `input_context`, and the list of
+    files this input pipeline reads."""
     record_shard = None
     if input_context is not None and input_context.num_input_pipelines > 1:
         n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -191,24 +220,48 @@ def _records(
     )
     if record_shard is not None:
         ds = ds.shard(*record_shard)
-    return ds
+    return ds, list(files)
 
 
 def _shuffled(ds, shuffle: bool, buffer_size: int, seed):
     return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
 
 
+_FOREVER = 2**62
+
+
+def _passes(one_pass, repeat: bool):
+    """`((element, position in its pass), pass number)` for one pass or, with `repeat`,
+    for passes 0, 1, ... forever. Native zips, no per-element function (the `flat_map`
+    function runs once per pass); `_with_seeds` merges the numbers into the element."""
+    numbered = tf.data.Dataset.zip(one_pass, tf.data.Dataset.range(_FOREVER))
+    if not repeat:
+        zero = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat()
+        return tf.data.Dataset.zip(numbered, zero)
+    return tf.data.Dataset.range(_FOREVER).flat_map(
+        lambda p: tf.data.Dataset.zip(numbered, tf.data.Dataset.from_tensors(p).repeat())
+    )
+
+
 def _with_seeds(ds, *, random: bool, seed, input_context=None):
-    """Add `seed`: int64 `[2]` per element (fresh on every pass), or zeros when not random.
+    """Elements of `_passes` -> the record dict with `seed` (int64 `[2]`, fresh on every
+    pass, or zeros when not random) and `pass`; the `END_OF_PASS` marker's `index` becomes
+    the number of records of its pass (for `_track_passes`).
 
     Each input pipeline gets its own stream, so replicas do not share augmentations.
     """
+
+    def merge(item, seeds):
+        (e, position), p = item
+        end = tf.equal(e["status"], Status.END_OF_PASS)
+        return {**e, "pass": p, "index": tf.where(end, position, e["index"]), "seed": seeds}
+
     if seed is not None and input_context is not None:
         seed = seed * 1_000_003 + input_context.input_pipeline_id
     if not random:
-        return ds.map(lambda e: {**e, "seed": tf.zeros([2], tf.int64)})
+        return ds.map(lambda numbered, p: merge((numbered, p), tf.zeros([2], tf.int64)))
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip(ds, seeds).map(lambda e, s: {**e, "seed": s})
+    return tf.data.Dataset.zip(ds, seeds).map(merge)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +277,7 @@ def _guarded_parse(ds, *, decode, empty_decoded, parser, deterministic: bool):
     """
 
     def meta(e):
-        return {"filename": e["filename"], "index": e["index"]}
+        return {"filename": e["filename"], "index": e["index"], "pass": e["pass"]}
 
     def one_example(e):
         single = tf.data.Dataset.from_tensors(e)
@@ -269,11 +322,80 @@ def _pass_end_marker(ds):
     return ds.concatenate(tf.data.Dataset.range(1).map(marker))
 
 
-def _check(ds, *, counter: ErrorCounter, on_error: str, log_skipped: bool):
-    """Drop + count bad examples, or raise naming the file and the reason.
+_PASS_SLOTS = 8  # passes tracked at once by `_check` (parallel parsing reorders a little)
+
+
+def _track_passes(ds, *, counter: ErrorCounter, source: str, on_error: str):
+    """Raise once a whole pass over the data is seen to have yielded no good example.
+
+    Without this a repeated pass of only bad (or no) records would never end: the training
+    loop would wait forever for a batch. A pass is complete when its end marker and as many
+    examples as its marker counted have come out of the (reordering) parallel parse; the
+    counts of up to `_PASS_SLOTS` overlapping passes are kept in the scan state, so every
+    new iterator starts afresh. The error (an `InvalidArgumentError` from `next()`) names
+    the files and the skip counts so far.
+    """
+    w = _PASS_SLOTS
+    prefix = (
+        "tl_keras.data: a full pass over the data yielded no good example ("
+        + source.replace("'", "")
+        + "; "
+    )
+    hint = ". Check file_pattern and the record format (decoder= with your key names)" + (
+        ", or pass on_error=raise to stop at the first bad record." if on_error == "skip" else "."
+    )
+
+    def fail(records):
+        summary, total = counter.summary_tensor()
+        details = tf.strings.join([": ", summary, " (by file: ", counter.files_summary_tensor()])
+        message = tf.strings.join(
+            [
+                prefix,
+                tf.strings.as_string(records),
+                " records in the pass); skipped ",
+                tf.strings.as_string(total),
+                " bad examples so far",
+                tf.where(total > 0, tf.strings.join([details, ")"]), ""),
+                hint,
+            ]
+        )
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.constant(False)
+
+    def step(state, e):
+        ids, good, seen, expected = state
+        p = e["pass"]
+        status = e["status"]
+        end = tf.equal(status, Status.END_OF_PASS)
+        slot = tf.one_hot(tf.math.floormod(p, w), w, on_value=True, off_value=False)
+        free = tf.equal(ids, -1)
+        mine = tf.logical_and(slot, tf.logical_or(tf.equal(ids, p), free))  # else untracked
+        zero = tf.zeros([w], tf.int64)
+        ids = tf.where(mine, p, ids)
+        good = tf.where(mine, good + tf.cast(tf.equal(status, Status.OK), tf.int64), good)
+        seen = tf.where(mine, seen + tf.cast(tf.logical_not(end), tf.int64), seen)
+        expected = tf.where(tf.logical_and(mine, end), e["index"], expected)
+        done = tf.logical_and(mine, tf.logical_and(expected >= 0, seen >= expected))
+        empty = tf.reduce_any(tf.logical_and(done, tf.equal(good, 0)))
+        records = tf.reduce_max(tf.where(done, expected, zero))
+        ok = tf.cond(empty, lambda: fail(records), lambda: tf.constant(True))
+        with tf.control_dependencies([ok]):
+            ids = tf.where(done, tf.constant(-1, tf.int64), ids)
+        state = (ids, tf.where(done, zero, good), tf.where(done, zero, seen))
+        return state + (tf.where(done, tf.constant(-1, tf.int64), expected),), e
+
+    minus = tf.fill([w], tf.constant(-1, tf.int64))
+    zeros = tf.zeros([w], tf.int64)
+    return ds.scan((minus, zeros, zeros, minus), step)
+
+
+def _check(ds, *, counter: ErrorCounter, on_error: str, log_skipped: bool, source: str):
+    """Drop + count bad examples, or raise naming the file and the reason; raise when a whole
+    pass yielded no good example (`_track_passes`).
 
     The end-of-pass marker is dropped here, after printing the skip totals if there are any.
     """
+    ds = _track_passes(ds, counter=counter, source=source, on_error=on_error)
 
     def pass_end():
         summary, total = counter.summary_tensor()
@@ -339,10 +461,14 @@ def _finish(
     drop_remainder: bool,
     deterministic: bool,
     counter: ErrorCounter,
+    keys: tuple[str, str],
 ):
+    """Batch the checked example dicts, keep `(x, y)` = the two `keys` (a map per batch, not
+    per example), prefetch, set the options and attach `error_counter`."""
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda e: (e[keys[0]], e[keys[1]]))
     ds = ds.prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = deterministic
@@ -442,6 +568,9 @@ def video_dataset(
       input_context: a `tf.distribute.InputContext`; each input pipeline reads every N-th file.
       on_error: `skip` (drop bad examples, count them in `dataset.error_counter`, print each
         and the totals after each pass) or `raise` (error naming the file, record and reason).
+        Either way a whole pass without a good example is an `InvalidArgumentError` naming
+        the files and the counts. A directory in `file_pattern` is a `ValueError`; zero-byte
+        files are named in a warning.
       repeat: repeat forever (default: only for `train`).
       drop_remainder: drop the last partial batch (default: only for `train`).
       scale_jitter: training scale range for the shorter side (`None`: no jitter).
@@ -485,7 +614,7 @@ def video_dataset(
     counter = error_counter or ErrorCounter()
 
     files = expand_file_pattern(file_pattern)
-    ds = _records(
+    ds, source = _records(
         files,
         shuffle=shuffle,
         seed=seed,
@@ -493,9 +622,7 @@ def video_dataset(
         deterministic=deterministic,
         cycle_length=cycle_length,
     )
-    ds = _pass_end_marker(_shuffled(ds, shuffle, shuffle_buffer_size, seed))
-    if repeat:
-        ds = ds.repeat()
+    ds = _passes(_pass_end_marker(_shuffled(ds, shuffle, shuffle_buffer_size, seed)), repeat)
     ds = _with_seeds(ds, random=is_train, seed=seed, input_context=input_context)
     ds = _guarded_parse(
         ds,
@@ -504,8 +631,8 @@ def video_dataset(
         parser=parser,
         deterministic=deterministic,
     )
-    ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped)
-    ds = ds.map(lambda e: (e["video"], e["label"]))
+    source = _describe_files(source)
+    ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped, source=source)
     return _finish(
         ds,
         batch_size=batch_size,
@@ -513,6 +640,7 @@ def video_dataset(
         drop_remainder=drop_remainder,
         deterministic=deterministic,
         counter=counter,
+        keys=("video", "label"),
     )
 
 
@@ -579,7 +707,7 @@ def image_dataset(
     if from_tfrecords:
         decoder = decoder or ImageDecoder()
         files = expand_file_pattern(file_pattern)
-        ds = _records(
+        ds, source = _records(
             files,
             shuffle=shuffle,
             seed=seed,
@@ -589,6 +717,7 @@ def image_dataset(
         )
         decode, empty = (lambda e: decoder.decode(e["record"])), decoder.empty
     else:
+        source = [f"tfds:{dataset}/{tfds_split or split}"]
         ds = _tfds_records(
             dataset,
             data_dir=data_dir,
@@ -599,15 +728,13 @@ def image_dataset(
         )
         decode = lambda e: {"image": e["image"], "labels": e["label"][None]}  # noqa: E731
         empty = lambda: {"image": tf.constant(""), "labels": tf.zeros([0], tf.int64)}  # noqa: E731
-    ds = _pass_end_marker(_shuffled(ds, shuffle, shuffle_buffer_size, seed))
-    if repeat:
-        ds = ds.repeat()
+    ds = _passes(_pass_end_marker(_shuffled(ds, shuffle, shuffle_buffer_size, seed)), repeat)
     ds = _with_seeds(ds, random=is_train, seed=seed, input_context=input_context)
     ds = _guarded_parse(
         ds, decode=decode, empty_decoded=empty, parser=parser, deterministic=deterministic
     )
-    ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped)
-    ds = ds.map(lambda e: (e["image"], e["label"]))
+    source = _describe_files(source)
+    ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped, source=source)
     return _finish(
         ds,
         batch_size=batch_size,
@@ -615,6 +742,7 @@ def image_dataset(
         drop_remainder=drop_remainder,
         deterministic=deterministic,
         counter=counter,
+        keys=("image", "label"),
     )
 
 

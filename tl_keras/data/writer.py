@@ -12,6 +12,16 @@ built-in dataset (`synthetic.py`); `convert_videos` is the logic behind
 - rows are spread over `num_shards` shards (a seeded permutation, stable across runs) that are
   written in parallel processes; a finished shard is kept when the conversion is run again
   (resumable); a video that fails to decode is listed in a report CSV and the rest continue.
+
+Video-level and environment-level failures are told apart. A video that is missing, corrupt
+or empty is recorded in the report and its shard still counts as finished. A missing decoder
+(PyAV, the extra `video`: `pip install -e ".[video]"`) or a missing `video_root` is found by
+`preflight` before any work starts; should one appear during the run (an `ImportError` or
+`MemoryError` while converting, the root gone), `ConversionEnvironmentError` is raised and the
+shard is not marked finished. A shard is finished only when every one of its videos was
+written or recorded as a video-level failure, and a run that converted no video at all marks
+nothing finished (its cause is almost always the environment: a wrong root, a missing codec),
+so the rerun after the fix converts everything.
 """
 
 from __future__ import annotations
@@ -45,12 +55,52 @@ __all__ = [
     "iter_video_frames",
     "decode_video",
     "ConversionResult",
+    "ConversionEnvironmentError",
+    "INSTALL_DECODER",
+    "check_decoder",
+    "preflight",
     "convert_videos",
 ]
 
 logger = logging.getLogger("tl_keras.data")
 
 _STATE_VERSION = 1
+
+INSTALL_DECODER = 'pip install -e ".[video]"  (or: pip install "av>=12")'
+
+# Errors while converting one video that say nothing about the video: the shard is not
+# marked finished and the run stops (`ConversionEnvironmentError`).
+_ENVIRONMENT_ERRORS = (ImportError, MemoryError)
+
+
+class ConversionEnvironmentError(RuntimeError):
+    """The conversion cannot run here (no decoder, no video root): nothing it touched is
+    marked finished."""
+
+
+def check_decoder() -> None:
+    """Raises `ConversionEnvironmentError` (with the install command) unless PyAV imports."""
+    try:
+        import av  # noqa: F401 - optional dependency (extra "video")
+    except ImportError as e:
+        raise ConversionEnvironmentError(
+            f"the video decoder PyAV cannot be imported ({e}); install it with: "
+            f"{INSTALL_DECODER}"
+        ) from None
+
+
+def _check_video_root(video_root: str | None) -> None:
+    if video_root and not tf.io.gfile.isdir(video_root):
+        raise ConversionEnvironmentError(
+            f"video_root {video_root} does not exist or is not a folder"
+        )
+
+
+def preflight(video_root: str | None = None) -> None:
+    """The checks `convert_videos` makes before any work: the decoder imports and
+    `video_root` (when given) is a folder. Raises `ConversionEnvironmentError`."""
+    check_decoder()
+    _check_video_root(video_root)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +361,11 @@ class ConversionResult:
     num_examples: int  # examples in all shards
     failures: list[tuple[VideoRow, str]]  # (row, error) of videos that could not be converted
     report_path: str
+    num_videos: int = 0  # rows of the CSV
+
+    @property
+    def failed_fraction(self) -> float:
+        return len(self.failures) / self.num_videos if self.num_videos else 0.0
 
 
 def _fingerprint(rows: Sequence[VideoRow], options: dict) -> str:
@@ -330,21 +385,25 @@ def _read_state(path: str) -> dict | None:
 
 
 def _convert_shard(task: dict, progress_queue=None) -> dict:
-    """Write one shard (runs in a worker process or in-process). Returns its state."""
+    """Write one shard (runs in a worker process or in-process). Returns its state.
+
+    Raises `ConversionEnvironmentError` (nothing marked finished, the partial file removed)
+    when the environment fails: `video_root` gone, or an `ImportError` / `MemoryError`."""
     class_index = {name: i for i, name in enumerate(task["class_names"])}
     opts = task["options"]
     failures, count = [], 0
-    with tf.io.TFRecordWriter(task["tmp_path"]) as w:
-        for fields in task["rows"]:
-            row = VideoRow(*fields[:3], tuple(fields[3]), fields[4])
-            path = row.path
-            if task["video_root"] and not os.path.isabs(path) and "://" not in path:
-                path = os.path.join(task["video_root"], path)
-            try:
-                if not tf.io.gfile.exists(path):
-                    raise FileNotFoundError(f"video file {path} does not exist")
-                w.write(
-                    _video_example(
+    try:
+        _check_video_root(task["video_root"])
+        with tf.io.TFRecordWriter(task["tmp_path"]) as w:
+            for fields in task["rows"]:
+                row = VideoRow(*fields[:3], tuple(fields[3]), fields[4])
+                path = row.path
+                if task["video_root"] and not os.path.isabs(path) and "://" not in path:
+                    path = os.path.join(task["video_root"], path)
+                try:
+                    if not tf.io.gfile.exists(path):
+                        raise FileNotFoundError(f"video file {path} does not exist")
+                    example = _video_example(
                         row,
                         path,
                         class_index,
@@ -352,15 +411,28 @@ def _convert_shard(task: dict, progress_queue=None) -> dict:
                         min_resize=opts["min_resize"],
                         jpeg_quality=opts["jpeg_quality"],
                     )
-                )
-                count += 1
-            except Exception as e:  # noqa: BLE001 - any decode failure is reported, not fatal
-                failures.append([list(fields), f"{type(e).__name__}: {e}"])
-            if progress_queue is not None:
-                progress_queue.put(1)
+                except _ENVIRONMENT_ERRORS as e:
+                    hint = f"; install the decoder with: {INSTALL_DECODER}" if isinstance(
+                        e, ImportError) else ""
+                    raise ConversionEnvironmentError(
+                        f"converting {path}: {type(e).__name__}: {e}{hint}"
+                    ) from None
+                except Exception as e:  # noqa: BLE001 - a bad video is reported, not fatal
+                    failures.append([list(fields), f"{type(e).__name__}: {e}"])
+                else:
+                    w.write(example)  # a write error (disk full) stops the run
+                    count += 1
+                if progress_queue is not None:
+                    progress_queue.put(1)
+    except BaseException:
+        if tf.io.gfile.exists(task["tmp_path"]):
+            tf.io.gfile.remove(task["tmp_path"])
+        raise
     state = {
         "fingerprint": task["fingerprint"],
         "num_examples": count,
+        "num_rows": len(task["rows"]),
+        "video_root": task["video_root"],
         "failures": failures,
         "shard": task["path"],
     }
@@ -389,7 +461,11 @@ def _run_tasks(tasks: list[dict], num_workers: int, progress: bool, total: int) 
                     while not queue.empty():
                         bar.update(queue.get())
                     for fut in done:
-                        fut.result()  # re-raise worker crashes (not per-video failures)
+                        if fut.exception() is not None:
+                            for other in pending:  # shards not started yet
+                                other.cancel()
+                            # Worker crashes and environment errors (not per-video failures).
+                            raise fut.exception()
                 while not queue.empty():
                     bar.update(queue.get())
     finally:
@@ -469,9 +545,16 @@ def convert_videos(
         `<output dir>/failed_<output name>.csv`. Always written (header only if none failed).
       seed: seed of the row -> shard assignment (keep it fixed to resume).
 
-    Shards whose file exists and whose rows and options match the saved state (kept in
-    `<output dir>/.<output name>_state/`) are kept, the others are (re)written.
+    Shards whose file exists and whose rows, options and `video_root` match the saved state
+    (kept in `<output dir>/.<output name>_state/`), and all of whose videos were written or
+    failed for a reason of their own, are kept; the others are (re)written.
+
+    Raises `ConversionEnvironmentError` before any work when PyAV cannot be imported or
+    `video_root` is not a folder (and during the run for such a failure, marking nothing
+    finished). Videos that fail (missing, corrupt) are in `failures` and the report; a run
+    in which no video converted marks no shard finished.
     """
+    preflight(video_root)
     rows = read_csv(csv_path)
     class_names = (
         list(class_list) if not isinstance(class_list, str) else read_class_list(class_list)
@@ -509,7 +592,7 @@ def convert_videos(
         fingerprint = _fingerprint(shard_rows, options)
         state_path = os.path.join(state_dir, f"{i:05d}-of-{num_shards:05d}.json")
         state = _read_state(state_path)
-        if tf.io.gfile.exists(path) and state and state.get("fingerprint") == fingerprint:
+        if tf.io.gfile.exists(path) and _is_finished(state, fingerprint, video_root, shard_rows):
             kept.append(path)
             continue
         tasks.append(
@@ -544,11 +627,22 @@ def convert_videos(
         w.writerow(["path", "start", "end", "labels", "error"])
         for row, error in failures:
             w.writerow(row.as_csv() + [error])
+    if rows and num_examples == 0:
+        # Nothing converted: almost surely the environment (wrong root, missing codec), so
+        # no shard counts as finished and the rerun after the fix converts every video.
+        for task in tasks:
+            if tf.io.gfile.exists(task["state_path"]):
+                tf.io.gfile.remove(task["state_path"])
     if failures:
+        row, error = failures[0]
         logger.warning(
-            "make_tfrecords: %d of %d videos failed to convert; see %s",
+            "make_tfrecords: %d of %d videos failed to convert; first (%s, CSV line %d): %s; "
+            "all in %s",
             len(failures),
             len(rows),
+            row.path,
+            row.line,
+            error,
             report_path,
         )
     return ConversionResult(
@@ -558,4 +652,23 @@ def convert_videos(
         num_examples=num_examples,
         failures=failures,
         report_path=report_path,
+        num_videos=len(rows),
+    )
+
+
+def _is_finished(state, fingerprint, video_root, shard_rows) -> bool:
+    """A saved shard state of the same rows and options, whose videos were all written or
+    failed for a reason of their own (a state without `num_rows` is from an older writer:
+    kept only when it holds examples and no decoder error)."""
+    if not state or state.get("fingerprint") != fingerprint:
+        return False
+    failures = state.get("failures", [])
+    if "num_rows" not in state:
+        return state.get("num_examples", 0) > 0 and not any(
+            error.startswith(("ModuleNotFoundError", "ImportError")) for _, error in failures
+        )
+    return (
+        state.get("video_root") == video_root
+        and state["num_rows"] == len(shard_rows)
+        and state.get("num_examples", 0) + len(failures) == len(shard_rows)
     )

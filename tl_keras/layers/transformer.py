@@ -302,6 +302,11 @@ def check_tokenlearner(tokenlearner, num_layers, extra_layers=0, owner="build_en
         return
     at = tokenlearner.at
     total = num_layers + extra_layers
+    if at is None:
+        raise ValueError(
+            f"{owner}: `tokenlearner` needs `at`, the block (0-based) the TokenLearner goes "
+            f"before, e.g. TL({tokenlearner.num_tokens}, at={num_layers // 2})."
+        )
     if not 0 <= at < total or at > num_layers:
         raise ValueError(
             f"{owner}: `tokenlearner.at`={at} is out of range: the TokenLearner goes before "

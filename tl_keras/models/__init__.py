@@ -15,6 +15,7 @@ model = models.x2plus1d_m(num_classes=157, tokenlearner=8)
 ```
 """
 
+from tl_keras.models.base import UnknownArgumentError
 from tl_keras.models.registry import (
     create_model,
     get_model_spec,
@@ -46,6 +47,7 @@ from tl_keras.models.vivit import (
 from tl_keras.models.x2plus1d import X2Plus1D, x2plus1d_m
 
 __all__ = [
+    "UnknownArgumentError",
     "MODEL_SPECS",
     "TL",
     "ViT",

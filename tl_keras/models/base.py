@@ -14,9 +14,16 @@ The constructor lists the arguments (their defaults read from the size table,
 `get_config()` is exactly those arguments, so `.keras` files reload through
 `from_config`. `registry.resolve_model(name, **kwargs)` resolves a registered name the
 same way the constructor would.
+
+Keyword arguments are checked before anything is built: an unknown one
+(`vit_s16(num_class=10)`) raises `UnknownArgumentError` naming it with the closest
+valid names (as `tl_keras.configs` does for config keys), so a typo never builds the
+default model. The only `keras.Model` keyword passed on is `trainable` (the functional
+`keras.Model` drops every other one silently, `dtype` included).
 """
 
 import dataclasses
+import difflib
 import inspect
 
 import keras
@@ -81,6 +88,46 @@ class Checks:
         return value
 
 
+class UnknownArgumentError(TypeError, ValueError):
+    """An unknown or unsupported keyword argument of a model constructor or entrypoint
+    (a `TypeError`, as Python's own, and a `ValueError`, as every other argument error
+    here)."""
+
+
+# `keras.Model` keywords a family model passes on (the functional model honours only
+# `trainable`); `name` is a constructor argument of its own.
+BASE_KEYWORDS = ("trainable",)
+
+
+def check_keywords(owner, kwargs, valid):
+    """Raises `UnknownArgumentError` for a key of `kwargs` that is not in `valid` (the
+    constructor's arguments, `name` and `BASE_KEYWORDS`), naming it and the closest valid
+    names. `weights=` (pretrained weights by name or path) is not supported yet; `None`
+    is accepted as "no weights"."""
+    if kwargs.get("weights", None) is not None:
+        raise UnknownArgumentError(
+            f"{owner}: `weights={kwargs['weights']!r}` is not supported yet; build the "
+            "model, then load weights with `model.load_weights(path)` (a .weights.h5 file) "
+            "or `tl_keras.convert` (Flax / Scenic / JAX ViT checkpoints)."
+        )
+    valid = sorted(set(valid) | {"name", *BASE_KEYWORDS})
+    for key in kwargs:
+        if key == "weights" or key in valid:
+            continue
+        if key == "dtype":
+            raise UnknownArgumentError(
+                f"{owner}: `dtype` is not a model argument (Keras would ignore it); set a "
+                "policy before building, e.g. `keras.config.set_dtype_policy"
+                "('mixed_float16')`."
+            )
+        close = difflib.get_close_matches(key, valid, n=3)
+        if close:
+            hint = f"did you mean {' or '.join(f'`{c}`' for c in close)}?"
+        else:
+            hint = f"valid arguments: {', '.join(valid)}."
+        raise UnknownArgumentError(f"{owner}: unknown argument `{key}`; {hint}")
+
+
 def constructor_arguments(frame_locals):
     """The arguments of a family constructor from its `locals()` (taken first thing in
     `__init__`), without `self`, `name` and the base `kwargs`."""
@@ -108,6 +155,8 @@ class FamilyModel(keras.Model):
     family = None
 
     def __init__(self, arguments, name=None, **kwargs):
+        check_keywords(type(self).__name__, kwargs, arguments)
+        kwargs.pop("weights", None)  # None: no weights
         resolved = self.resolve(**arguments)
         inputs, outputs = self.build_graph(resolved)
         super().__init__(inputs=inputs, outputs=outputs, name=name or self.family, **kwargs)

@@ -10,6 +10,7 @@ every family package), which any import of a `tl_keras.models` module does first
 import copy
 import fnmatch
 
+from tl_keras.models.base import BASE_KEYWORDS, check_keywords
 from tl_keras.models.specs import MODEL_SPECS
 
 _ENTRYPOINTS = {}
@@ -69,8 +70,18 @@ def model_arguments(model_name, /, **kwargs):
 def create_model(model_name, /, **kwargs):
     """Builds a registered model: `create_model("vit_b16", num_classes=10,
     tokenlearner=TL(8, at=6))`. Keyword arguments override the size table (`name=` sets
-    the Keras model name)."""
-    return model_class(model_name)(**model_arguments(model_name, **kwargs))
+    the Keras model name); an unknown one raises `UnknownArgumentError` naming it and the
+    closest valid names, before any layer is built."""
+    cls = model_class(model_name)
+    _check_keywords(model_name, cls, kwargs)
+    return cls(**model_arguments(model_name, **kwargs))
+
+
+def _check_keywords(model_name, cls, kwargs):
+    """`check_keywords` of the keywords of `model_name` that its class does not list."""
+    defaults = cls.defaults()
+    check_keywords(f"{model_name} ({cls.__name__})",
+                   {k: v for k, v in kwargs.items() if k not in defaults}, defaults)
 
 
 def list_models(pattern="*"):
@@ -81,13 +92,12 @@ def list_models(pattern="*"):
 def resolve_model(model_name, /, **kwargs):
     """The checked arguments (the family's `Resolved`) of `create_model(model_name,
     **kwargs)`, without building anything: constructor defaults, then the size table,
-    then `kwargs`. ValueError for an argument the model class does not take."""
+    then `kwargs`. `UnknownArgumentError` (a TypeError and ValueError) for an argument
+    the model class does not take, as the constructor."""
     cls = model_class(model_name)
+    _check_keywords(model_name, cls, kwargs)
     arguments = model_arguments(model_name, **kwargs)
-    arguments.pop("name")
-    arguments.pop("trainable", None)
     defaults = cls.defaults()
-    unknown = set(arguments) - set(defaults)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown arguments {sorted(unknown)}.")
+    for key in ("name", "weights", *BASE_KEYWORDS):
+        arguments.pop(key, None)
     return cls.resolve(**{**defaults, **arguments})

@@ -13,6 +13,7 @@ H 1280/32/5120/16. ViViT uses the same encoders on 16x16x2 tubelets (Arnab et al
 
 import dataclasses
 import re
+from typing import Optional
 
 from tl_keras.layers.tokenizers import TOKENIZERS
 
@@ -73,7 +74,7 @@ MODEL_SPECS = {
 }
 
 
-_TL_PATTERN = re.compile(r"^\s*(\d+)\s*@\s*(\d+)\s*((?:\+\s*[\w.]+\s*)*)$")
+_TL_PATTERN = re.compile(r"^\s*(\d+)\s*(?:@\s*(\d+)\s*)?((?:\+\s*[\w.]+\s*)*)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,9 @@ class TL:
     Args:
         num_tokens: S, tokens learned per image (per frame for video).
         at: the TokenLearner goes before block `at` (0-based): "8-TL at 6" of a 12-layer
-            model is `TL(8, at=6)`, after the 6th block.
+            model is `TL(8, at=6)`, after the 6th block. Required by ViT / ViViT; left
+            out (None) for X(2+1)D-M, whose TokenLearner sits in res5's modules
+            (`TL(8)`, `TL(8, version="1")`).
         fuser: False = paper model "a" (TokenLearner once); True = model "b" (every block
             from `at` on is TokenLearner -> block -> TokenFuser + residual).
         version: `"1.1"` (MLP + softmax maps, the reference default), `"1"` (paper
@@ -92,11 +95,12 @@ class TL:
             `tl_keras.layers.baselines`).
 
     `TL.parse("16@12")`, `TL.parse("8@6+fuser")`, `TL.parse("8@6+fuser+v1")`,
-    `TL.parse("8@6+pool")`; `str(TL(8, 6, fuser=True)) == "8@6+fuser"`.
+    `TL.parse("8@6+pool")`, `TL.parse("8+v1")` (no `at`); `str(TL(8, 6, fuser=True)) ==
+    "8@6+fuser"`.
     """
 
     num_tokens: int
-    at: int
+    at: Optional[int] = None
     fuser: bool = False
     version: str = "1.1"
 
@@ -105,8 +109,10 @@ class TL:
             self.num_tokens <= 0
         ):
             raise ValueError(f"TL: `num_tokens` must be a positive int, got {self.num_tokens!r}.")
-        if isinstance(self.at, bool) or not isinstance(self.at, int) or self.at < 0:
-            raise ValueError(f"TL: `at` must be an int >= 0, got {self.at!r}.")
+        if self.at is not None and (
+            isinstance(self.at, bool) or not isinstance(self.at, int) or self.at < 0
+        ):
+            raise ValueError(f"TL: `at` must be an int >= 0 (or None), got {self.at!r}.")
         if not isinstance(self.fuser, bool):
             raise ValueError(f"TL: `fuser` must be a bool, got {self.fuser!r}.")
         version = str(self.version)
@@ -126,15 +132,16 @@ class TL:
 
     @classmethod
     def parse(cls, text):
-        """`"S@AT"` with optional `+fuser` and a version suffix: `+v1`, `+v1.1` or a
-        baseline name (`+grid`, `+pool`, ...)."""
+        """`"S@AT"` (or `"S"`, no `at`) with optional `+fuser` and a version suffix:
+        `+v1`, `+v1.1` or a baseline name (`+grid`, `+pool`, ...)."""
         match = _TL_PATTERN.match(str(text))
         if not match:
             raise ValueError(
-                f"TL.parse: cannot read {text!r}; expected 'S@AT' with optional '+fuser' "
-                "and '+v1' (e.g. '16@12', '8@6+fuser')."
+                f"TL.parse: cannot read {text!r}; expected 'S@AT' (or 'S') with optional "
+                "'+fuser' and '+v1' (e.g. '16@12', '8@6+fuser', '8+v1')."
             )
-        num_tokens, at = int(match.group(1)), int(match.group(2))
+        num_tokens = int(match.group(1))
+        at = None if match.group(2) is None else int(match.group(2))
         fuser, version = False, "1.1"
         versions = TOKENIZERS
         for flag in filter(None, (f.strip() for f in match.group(3).split("+"))):
@@ -149,7 +156,7 @@ class TL:
         return cls(num_tokens, at, fuser=fuser, version=version)
 
     def __str__(self):
-        text = f"{self.num_tokens}@{self.at}"
+        text = f"{self.num_tokens}" if self.at is None else f"{self.num_tokens}@{self.at}"
         if self.fuser:
             text += "+fuser"
         if self.version in ("1", "1.1"):

@@ -25,16 +25,20 @@ from tl_keras.train.loop import (
     run,
     train,
 )
+from tl_keras.train.checkpoint import CheckpointError, WorkdirError, WorkdirLockedError
 from tl_keras.train.strategy import StrategyInfo, choose_strategy_kind, make_strategy, split_cpu
 from tl_keras.train.task import Task
 
 __all__ = [
+    "CheckpointError",
     "MODES",
     "NonFiniteLossError",
     "Preempted",
     "StrategyInfo",
     "Task",
     "TrainResult",
+    "WorkdirError",
+    "WorkdirLockedError",
     "WorkerLostError",
     "choose_strategy_kind",
     "continuous_evaluate",

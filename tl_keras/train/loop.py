@@ -6,7 +6,10 @@ Modes (everything lives in one `workdir`: `checkpoints/`, `train/` and `eval/` T
 events, `config.json`, `metrics.json`, `export/<step>/`):
 
 * `train`: trains to `train.num_steps`, checkpointing every `train.checkpoint_every` steps;
-  a restarted run resumes from the newest checkpoint (weights, optimizer, step, input position).
+  a restarted run resumes from the newest checkpoint that reads (weights, optimizer, step,
+  input position), found from the files and falling back past damaged ones
+  (`checkpoint.py`). The workdir must be writable and is locked against a second training
+  run (`workdir/train.lock`); both are checked before anything is built.
 * `evaluate`: a continuous evaluator: waits for each new checkpoint in `workdir`, evaluates it
   once (multi-view), writes its summaries, and stops after the final step (or after
   `eval.wait_timeout_s` without a new checkpoint). Runs beside a `train` job ("train on the
@@ -30,10 +33,13 @@ Design points:
   its local replicas with `experimental_distribute_values_from_function`. With
   `checkpoint_input=False` the input comes from `distribute_datasets_from_function` (device
   prefetch, e.g. for TPU) and a restarted run starts a fresh pass over the data.
-* A NaN/Inf loss stops the run (`NonFiniteLossError`) before anything is saved, so the last
-  good checkpoint stays.
+* A NaN/Inf loss stops the run (`NonFiniteLossError`, naming the step and the last good
+  checkpoint) before anything is saved, so that checkpoint stays.
 * SIGTERM (preemption on TPU/GPU VMs, Kubernetes, Slurm) makes the run finish its current
-  `tf.function` call, agree across workers, save a checkpoint and exit (`Preempted`).
+  `tf.function` call, agree across workers, save a checkpoint and exit (`Preempted`). A run
+  whose steps do not complete (stuck waiting for input) is ended from a watchdog thread
+  `TL_KERAS_SIGTERM_TIMEOUT_S` seconds after SIGTERM, keeping the checkpoints it has
+  (`_StopSignal`).
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
 import keras
@@ -211,28 +219,116 @@ class Progress:
             self.stream.flush()
 
 
-class _StopSignal:
-    """Turns SIGTERM into a flag the loop checks after each `tf.function` call."""
+def _stuck_timeout_s():
+    """Seconds without a completed step after SIGTERM before the run is ended from the
+    watchdog thread (`TL_KERAS_SIGTERM_TIMEOUT_S`, default 20: under the 30 s that
+    Kubernetes and Slurm give before SIGKILL)."""
+    value = os.environ.get("TL_KERAS_SIGTERM_TIMEOUT_S", "20")
+    try:
+        return float(value)
+    except ValueError:
+        raise configs_lib.ConfigError(
+            f"TL_KERAS_SIGTERM_TIMEOUT_S={value!r} is not a number of seconds") from None
 
-    def __init__(self):
+
+class _StopSignal:
+    """SIGTERM -> `requested`, a flag the loop checks after each `tf.function` call.
+
+    A Python signal handler only runs when the main thread is back in Python, which it
+    never is while a `tf.function` waits for input that does not come (every record
+    skipped, a hung file system). So the signal also reaches a watchdog thread, through
+    `signal.set_wakeup_fd`: when the step counter (`progress()`) has not moved for
+    `stuck_timeout_s` after SIGTERM and the loop has not started its final save
+    (`handling`), the watchdog calls `on_stuck(step)` (which reports and releases what it
+    can) and ends the process with `Preempted.exit_code`. The checkpoints already written
+    stay; the steps since the last one are lost, as after a SIGKILL.
+    """
+
+    _CLOSE = b"\x00"
+
+    def __init__(self, progress=None, on_stuck=None, stuck_timeout_s=None):
         self.requested = False
+        self.handling = False
+        self.progress, self.on_stuck = progress, on_stuck
+        self.stuck_timeout_s = _stuck_timeout_s() if stuck_timeout_s is None else stuck_timeout_s
         self._previous = None
+        self._previous_fd = None
+        self._sockets = None
+        self._thread = None
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not in the main thread
-            self._previous = None
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals are delivered to the main thread only
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        receive, send = socket.socketpair()
+        send.setblocking(False)
+        self._sockets = (receive, send)
+        self._previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, name="tl_keras-sigterm", daemon=True)
+        self._thread.start()
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
+
+    def _watch(self):
+        receive = self._sockets[0]
+        while True:
+            data = receive.recv(64)
+            if not data or self._CLOSE in data:
+                return
+            if bytes([signal.SIGTERM]) in data:
+                break
+        self.requested = True
         print("tl_keras: SIGTERM received; saving a checkpoint after the current steps.",
               file=sys.stderr, flush=True)
+        last, since = self._step(), time.time()
+        receive.settimeout(0.5)
+        while True:
+            try:
+                data = receive.recv(64)
+                if not data or self._CLOSE in data:
+                    return
+            except (TimeoutError, socket.timeout):
+                pass
+            except OSError:
+                return
+            if self.handling:
+                continue
+            now = self._step()
+            if now != last:
+                last, since = now, time.time()
+            elif time.time() - since > self.stuck_timeout_s:
+                if self.on_stuck is not None:
+                    try:
+                        self.on_stuck(last)
+                    except Exception as e:  # ending the process matters more
+                        print(f"tl_keras: while stopping: {_error_summary(e)}", file=sys.stderr)
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(Preempted.exit_code)
+
+    def _step(self):
+        try:
+            return self.progress() if self.progress else None
+        except Exception:  # noqa: BLE001  (a read that fails counts as no progress)
+            return None
 
     def __exit__(self, *exc):
+        if self._sockets is None:
+            return False
+        signal.set_wakeup_fd(self._previous_fd)
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+        receive, send = self._sockets
+        try:
+            send.send(self._CLOSE)
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        receive.close()
+        send.close()
+        self._sockets = None
         return False
 
 
@@ -245,7 +341,6 @@ def _setup(cfg, si, workdir):
     if policy == "auto":
         policy = {"TPU": "mixed_bfloat16", "GPU": "mixed_float16"}.get(si.device_type, "float32")
     keras.config.set_dtype_policy(policy)
-    tf.io.gfile.makedirs(workdir)
     return policy
 
 
@@ -395,9 +490,21 @@ def train(cfg, workdir, si: StrategyInfo, task: Task, evaluate=False, out=None):
     """Trains to the final step (resuming from `workdir`); evaluates if `evaluate`.
 
     Returns a `TrainResult`; its metrics are also written to `workdir/metrics.json` when
-    evaluating.
+    evaluating. Before anything else the workdir must be writable and (on the chief) not in
+    use by another run (`checkpoint.WorkdirLock`); otherwise `checkpoint.WorkdirError`.
     """
-    out = out or sys.stdout
+    ckpt_lib.check_writable(workdir)
+    lock = ckpt_lib.WorkdirLock(workdir) if si.is_chief else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, workdir, si, task, evaluate, out or sys.stdout, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, workdir, si, task, evaluate, out, lock):
     run_start = time.time()
     strategy = si.strategy
     policy = _setup(cfg, si, workdir)
@@ -415,6 +522,9 @@ def train(cfg, workdir, si: StrategyInfo, task: Task, evaluate=False, out=None):
         resolved = configs_lib.to_dict(cfg)
         resolved["train"]["num_steps"] = total_steps
         _write_json(os.path.join(workdir, "config.json"), resolved)
+    if lock is not None and lock.took_over:
+        out.write(f"tl_keras: took over the stale lock of pid {lock.took_over.get('pid')} "
+                  f"(no longer running): {lock.path}\n")
 
     # ---- Model and optimizer, under the strategy's scope. -----------------------------
     with strategy.scope():
@@ -584,8 +694,13 @@ def train(cfg, workdir, si: StrategyInfo, task: Task, evaluate=False, out=None):
             f"(warmup {warmup_steps}), peak lr {peak_lr:.4g}; precision {policy}; "
             f"jit_compile {jit}; workdir {workdir}\n"
         )
+        for path, reason in state.skipped:
+            out.write(f"tl_keras: WARNING: checkpoint {path} cannot be read ({reason}); "
+                      f"falling back to an older one\n")
+        if state.moved_to:
+            out.write(f"tl_keras: moved the unreadable checkpoint files to {state.moved_to}\n")
         if start_step:
-            out.write(f"tl_keras: resumed from step {start_step}\n")
+            out.write(f"tl_keras: resumed from step {start_step} ({state.restored_path})\n")
         out.flush()
     progress = Progress(total_steps, start_step, enabled=show, stream=out)
     cur = start_step
@@ -595,8 +710,17 @@ def train(cfg, workdir, si: StrategyInfo, task: Task, evaluate=False, out=None):
     stats = None
     first_call = True
     loss_history = []
+    def on_stuck(_):  # SIGTERM while no step completes (see _StopSignal)
+        print(f"tl_keras: no training step completed for {stop_signal.stuck_timeout_s:.0f}s "
+              f"after SIGTERM (waiting for input?): stopping at step {cur} without a new "
+              f"checkpoint; the last checkpoint is {state.last_good or 'none'}. Rerun the "
+              f"same command to resume from it.", file=sys.stderr, flush=True)
+        train_writer.flush()
+        if lock is not None:
+            lock.release()
+
     try:
-        with _StopSignal() as stop_signal:
+        with _StopSignal(progress=lambda: int(step.numpy()), on_stuck=on_stuck) as stop_signal:
             while cur < total_steps:
                 n = min(cfg.train.steps_per_loop, total_steps - cur)
                 for b in boundaries:
@@ -614,7 +738,7 @@ def train(cfg, workdir, si: StrategyInfo, task: Task, evaluate=False, out=None):
                         window_start, window_steps = time.time(), 0
                 loss_history.extend(stats["losses"][: int(stats["steps"])].tolist())
                 if not stats["finite"]:
-                    last_good = state.manager.latest_checkpoint
+                    last_good = state.last_good
                     raise NonFiniteLossError(
                         f"Non-finite training loss or gradient at step {cur} (loss "
                         f"{stats['last_loss']}, gradient norm {stats['last_grad_norm']}): stopping. "
@@ -636,6 +760,8 @@ def train(cfg, workdir, si: StrategyInfo, task: Task, evaluate=False, out=None):
                         if loss_scaling:
                             _scalar("train/loss_scale", float(optimizer.dynamic_scale.numpy()))
                     window_start, window_steps = time.time(), 0
+                if stats["stop"]:
+                    stop_signal.handling = True  # the final save may take a while
                 if cur % cfg.train.checkpoint_every == 0 or cur >= total_steps or stats["stop"]:
                     state.save()
                 if stats["stop"]:
@@ -696,6 +822,7 @@ def continuous_evaluate(cfg, workdir, si, task, out=None):
     """
     out = out or sys.stdout
     run_start = time.time()
+    ckpt_lib.check_writable(workdir)
     _setup(cfg, si, workdir)
     keras.config.set_dtype_policy("float32")
     total_steps, _, _ = resolve_schedule(cfg, task.num_train_examples)
@@ -716,7 +843,7 @@ def continuous_evaluate(cfg, workdir, si, task, out=None):
     result = None
     out.write(f"tl_keras: evaluator waiting for checkpoints in {ckdir} (final step {total_steps})\n")
     out.flush()
-    for path in tf.train.checkpoints_iterator(ckdir, min_interval_secs=1, timeout=cfg.eval.wait_timeout_s):
+    for path in ckpt_lib.new_checkpoints(workdir, timeout=cfg.eval.wait_timeout_s):
         ckpt_step = ckpt_lib.checkpoint_step(path)
         if ckpt_step in done:
             if ckpt_step >= total_steps:
@@ -724,11 +851,11 @@ def continuous_evaluate(cfg, workdir, si, task, out=None):
                           f"({os.path.join(workdir, 'eval', 'history.jsonl')})\n")
                 break
             continue
-        try:
-            ckpt_lib.restore_model(model, path)
-        except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:
-            log.warning("evaluator: %s disappeared before it could be read (%s); waiting for "
-                        "the next one", path, type(e).__name__)
+        problem = _restore_for_eval(model, path)
+        if problem:
+            out.write(f"tl_keras: WARNING: evaluator: skipping {path}: it cannot be read "
+                      f"({problem}); waiting for the next checkpoint\n")
+            out.flush()
             continue
         m = evaluator()
         done.add(ckpt_step)
@@ -748,16 +875,37 @@ def continuous_evaluate(cfg, workdir, si, task, out=None):
     return result
 
 
+def _restore_for_eval(model, path, retry_s=2.0):
+    """Restores `path` into `model`; None, or why it cannot be read. One retry after
+    `retry_s`: a checkpoint the trainer is finishing (or rotating away) reads a moment later
+    (or is gone)."""
+    for attempt in range(2):
+        try:
+            ckpt_lib.restore_model(model, path)
+            return None
+        except ckpt_lib.READ_ERRORS as e:
+            problem = ckpt_lib.error_reason(e)
+        if attempt == 0:
+            time.sleep(retry_s)
+    return problem
+
+
 def export_run(cfg, workdir, task, out=None):
-    """The `export` mode: restores the newest checkpoint of `workdir` into a one-device
-    float32 model and writes `workdir/export/<step>/` (`tl_keras.export.export_model`)."""
+    """The `export` mode: restores the newest checkpoint of `workdir` that reads (falling
+    back to older ones) into a one-device float32 model and writes `workdir/export/<step>/`
+    (`tl_keras.export.export_model`)."""
     out = out or sys.stdout
+    ckpt_lib.check_writable(workdir)
     keras.config.set_dtype_policy("float32")
-    path = ckpt_lib.latest_checkpoint(workdir)
-    if not path:
-        raise FileNotFoundError(f"No checkpoint in {ckpt_lib.checkpoint_dir(workdir)} to export.")
     model = task.model_fn()
-    ckpt_step = ckpt_lib.restore_model(model, path)
+    try:
+        path, ckpt_step, skipped = ckpt_lib.restore_latest_model(model, workdir)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No checkpoint in {ckpt_lib.checkpoint_dir(workdir)} to export.") from None
+    for bad, reason in skipped:
+        out.write(f"tl_keras: WARNING: checkpoint {bad} cannot be read ({reason}); "
+                  f"exporting an older one\n")
+    out.write(f"tl_keras: exporting {path} (step {ckpt_step})\n")
     directory = os.path.join(workdir, "export", str(ckpt_step))
     paths = export_model(
         model,

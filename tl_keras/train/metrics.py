@@ -108,8 +108,9 @@ def merge_views(logits, average="logits", multilabel=False):
 def compute_metrics(scores, labels, multilabel=False):
     """The metrics of the paper for one split.
 
-    Single-label: `top1`, `top5`, `mean_class_accuracy`. Multi-label: `mAP` (Charades).
-    Always `num_examples`.
+    Single-label: `top1`, `top5` (only with more than 5 classes: with 5 or fewer every label
+    is in the top 5), `mean_class_accuracy`. Multi-label: `mAP` (Charades). Always
+    `num_examples`.
     """
     scores = np.asarray(scores)
     out = {"num_examples": int(scores.shape[0])}
@@ -117,6 +118,7 @@ def compute_metrics(scores, labels, multilabel=False):
         out["mAP"] = mean_average_precision(scores, labels)
     else:
         out["top1"] = topk_accuracy(scores, labels, 1)
-        out["top5"] = topk_accuracy(scores, labels, min(5, scores.shape[1]))
+        if scores.shape[1] > 5:
+            out["top5"] = topk_accuracy(scores, labels, 5)
         out["mean_class_accuracy"] = mean_class_accuracy(scores, labels)
     return out

@@ -202,8 +202,13 @@ def validate(cfg, num_replicas=1, modes=("train",)):
         raise ConfigError(f"model.tokenlearner.num_tokens={tl.num_tokens} must be >= 1")
     num_layers = m.num_layers or spec.get("num_layers")
     extra = m.extra_layers or 0
-    if num_layers is None:  # not a transformer (X(2+1)D): no block index to check
-        pass
+    if num_layers is None:  # not a transformer (X(2+1)D): the TokenLearner is in res5
+        if tl.at is not None or tl.fuser:
+            raise ConfigError(
+                f"model.tokenlearner.at={tl.at} / fuser={tl.fuser}: {m.name} places its "
+                "TokenLearner in res5's modules (model.module), not before a block; set "
+                "model.tokenlearner.at=none and fuser=false."
+            )
     elif tl.at is not None:
         hi = min(num_layers, num_layers + extra - 1)
         if not 0 <= tl.at <= hi:

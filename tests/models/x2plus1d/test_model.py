@@ -94,20 +94,26 @@ class TestBuild:
         ["grid", "pool_mlp"] + [pytest.param(v, marks=pytest.mark.slow) for v in ("1.1", "pool", "fc")],
     )
     def test_tokenizer_from_tl_spec(self, version):
-        model = x2plus1d_m(5, **{**TINY, "tokenlearner": TL(4, at=0, version=version)})
+        model = x2plus1d_m(5, **{**TINY, "tokenlearner": TL(4, version=version)})
         assert model.get_layer("res5_unit0").tokenizer == version
         assert tuple(model(clip()).shape) == (2, 5)
 
     def test_tokenlearner_forms(self):
         for value, expected in (
             (4, (4, "1")),
-            (TL(4, at=0), (4, "1.1")),
+            (TL(4), (4, "1.1")),
             ({"num_tokens": 4, "version": "fc"}, (4, "fc")),
-            ("4@0+grid", (4, "grid")),
+            ("4+grid", (4, "grid")),
         ):
             model = x2plus1d_m(5, **{**TINY, "depths": (1, 1, 1, 1), "tokenlearner": value})
             unit = model.get_layer("res5_unit0")
             assert (unit.num_tokens, unit.tokenizer) == expected, value
+
+    @pytest.mark.parametrize("value", [TL(4, at=0), TL(4, fuser=True), "4@2",
+                                       {"num_tokens": 4, "at": 1}])
+    def test_placement_arguments_are_an_error_not_ignored(self, value):
+        with pytest.raises(ValueError, match="res5"):
+            x2plus1d_m(5, **{**TINY, "tokenlearner": value})
 
     def test_include_top_false(self):
         model = x2plus1d_m(None, include_top=False, **TINY)
@@ -187,10 +193,10 @@ class TestTrainAndSave:
         assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
 
     def test_config_is_the_arguments(self):
-        model = X2Plus1D(num_classes=3, tokenlearner=TL(4, at=0, version="1"),
+        model = X2Plus1D(num_classes=3, tokenlearner=TL(4, version="1"),
                          **{k: v for k, v in TINY.items() if k != "tokenlearner"})
         config = model.get_config()
-        assert config["tokenlearner"] == {"num_tokens": 4, "at": 0, "fuser": False, "version": "1"}
+        assert config["tokenlearner"] == {"num_tokens": 4, "at": None, "fuser": False, "version": "1"}
         assert config["widths"] == (4, 8, 8, 16) and config["module"] == "conv2d_tokenlearner"
         clone = X2Plus1D.from_config(config)
         assert clone.count_params() == model.count_params()

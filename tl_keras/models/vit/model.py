@@ -269,7 +269,8 @@ class ViT(TransformerModel):
             config dict or a string like `"8@6+fuser"`; None = plain ViT.
         extra_layers: blocks added after the TokenLearner (the paper's "24+11", Table 2).
         name: model name.
-        **kwargs: base `keras.Model` arguments (`trainable`).
+        **kwargs: `trainable` (the one `keras.Model` argument passed on); any other
+            keyword raises `UnknownArgumentError` naming it and the closest valid names.
 
     Input `[B, H, W, 3]` (`"images"`); output logits `[B, num_classes]` in float32.
     Every argument is checked before any weight is made (ValueError naming it).

@@ -57,8 +57,9 @@ def as_tokenlearner(value):
 
     An int S means S tokens per frame with the paper's §6.1 token learner (version
     `"1"`: alpha from one conv); a `TL` (or its config dict, or a string such as
-    `"8@0+v1"`) gives its `num_tokens` and `version` (`at` and `fuser` have no meaning
-    here: the module placement is `module`).
+    `"8+v1"`) gives its `num_tokens` and `version`. `at` and `fuser` place a
+    TokenLearner in a Transformer; here the placement is `module` (res5), so giving
+    either is an error rather than being ignored.
     """
     check = Checks(OWNER)
     if value is None:
@@ -71,14 +72,21 @@ def as_tokenlearner(value):
         unknown = sorted(set(value) - {"num_tokens", "at", "fuser", "version"})
         if unknown or "num_tokens" not in value:
             check.fail(
-                "`tokenlearner` dict needs `num_tokens` (and optionally `version`, `at`, "
-                f"`fuser`); got {value!r}."
+                "`tokenlearner` dict needs `num_tokens` (and optionally `version`); "
+                f"got {value!r}."
             )
         num_tokens, version = value["num_tokens"], str(value.get("version", "1.1"))
+        at, fuser = value.get("at"), value.get("fuser", False)
         check.positive_int(num_tokens, "tokenlearner")
     else:
         tl = as_tl(value, owner=f"{OWNER}: `tokenlearner`")
-        num_tokens, version = tl.num_tokens, tl.version
+        num_tokens, version, at, fuser = tl.num_tokens, tl.version, tl.at, tl.fuser
+    if at is not None or fuser:
+        check.fail(
+            f"`tokenlearner`={value!r}: `at` and `fuser` place a TokenLearner in a "
+            "Transformer; X(2+1)D's TokenLearner sits in res5's modules (`module`), so "
+            f"leave them out, e.g. TL({num_tokens}, version={version!r})."
+        )
     if version not in TOKENIZERS:
         check.fail(
             f"`tokenlearner.version`={version!r} is not a token learner; "
@@ -193,7 +201,7 @@ def resolve_arguments(
     uses_tokens = "tokenlearner" in module
     if uses_tokens and tl is None:
         check.fail(
-            f"`module`={module!r} needs `tokenlearner` (e.g. 8 or TL(8, at=0, version='1'))."
+            f"`module`={module!r} needs `tokenlearner` (e.g. 8 or TL(8, version='1'))."
         )
     check.one_of(fuser, "fuser", FUSERS)
     if uses_tokens and fuser == "unpool" and tl[1] == "pool_mlp":
@@ -292,7 +300,8 @@ class X2Plus1D(FamilyModel):
         module_dropout_rate: dropout inside the attention / token modules.
         include_top: add the classifier; otherwise output the `fc_width` features.
         name: model name.
-        **kwargs: base `keras.Model` arguments (`trainable`).
+        **kwargs: `trainable` (the one `keras.Model` argument passed on); any other
+            keyword raises `UnknownArgumentError` naming it and the closest valid names.
 
     Input `"videos"` `[B, T, H, W, 3]`; output logits `[B, num_classes]` (float32).
     Every argument is checked before any weight is made (ValueError naming it).
