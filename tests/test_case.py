@@ -112,7 +112,6 @@ class TestCase:
         run_training_check=True,
         run_mixed_precision_check=True,
         run_saving_check=True,
-        fit_steps=3,
     ):
         """Checks a layer end to end.
 
@@ -123,7 +122,7 @@ class TestCase:
         * eager call gives `expected_output_shape`;
         * `.keras` save/load (no custom objects) gives identical outputs;
         * mixed precision: outputs in the compute dtype, variables in float32;
-        * `fit_steps` optimizer steps change every trainable weight.
+        * every trainable weight gets a non-zero gradient (`_check_training`).
         """
         inputs = _as_tuple(input_data)
 
@@ -163,7 +162,7 @@ class TestCase:
             for policy in ("mixed_bfloat16", "mixed_float16"):
                 self._check_mixed_precision(cls, init_kwargs, inputs, policy)
         if run_training_check:
-            self._check_training(cls, init_kwargs, inputs, fit_steps)
+            self._check_training(cls, init_kwargs, inputs)
 
     def _functional(self, cls, init_kwargs, inputs):
         sym = [keras.Input(shape=x.shape[1:], dtype=str(x.dtype)) for x in inputs]
@@ -192,21 +191,23 @@ class TestCase:
             assert keras.backend.standardize_dtype(w.dtype) == "float32", (w.path, w.dtype)
         assert np.all(np.isfinite(to_numpy(ops.cast(out, "float32"))))
 
-    def _check_training(self, cls, init_kwargs, inputs, fit_steps):
-        model = self._functional(cls, init_kwargs, inputs)
-        before = [to_numpy(w).copy() for w in model.trainable_weights]
-        assert before, "layer has no trainable weights"
-        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-        out = to_numpy(model(list(inputs)))
-        target = np.random.default_rng(2).normal(size=out.shape).astype("float32")
-        x = list(inputs) if len(inputs) > 1 else inputs[0]
-        model.fit(x, target, batch_size=len(target), epochs=fit_steps, verbose=0)
-        unchanged = [
-            w.path
-            for w, b in zip(model.trainable_weights, before)
-            if np.array_equal(to_numpy(w), b)
-        ]
-        assert not unchanged, f"weights not updated by training: {unchanged}"
+    def _check_training(self, cls, init_kwargs, inputs):
+        """Every trainable weight gets a finite, non-zero gradient (off the initialisation,
+        so that zero-initialised weights do not hide the ones before them); the weights
+        of `GRADIENT_FREE` may get none. A direct gradient, in inference mode, (`gradients`) instead of
+        `fit`, which spent ~0.5 s (TF) to 2 s (JAX) per layer compiling a train step; the
+        models' `run_model_test` and the trainer tests cover compiled training."""
+        model = perturb_weights(self._functional(cls, init_kwargs, inputs))
+        assert model.trainable_weights, "layer has no trainable weights"
+        # Inference mode: deterministic (a random drop-path could drop a whole branch).
+        grads = gradients(model, (list(inputs),) if len(inputs) > 1 else inputs,
+                          training=False)
+        names = [w.path for w in model.trainable_weights]
+        bad = [n for n, g in zip(names, grads) if not np.all(np.isfinite(g))]
+        assert not bad, f"non-finite gradients: {bad}"
+        zero = [n for n, g in zip(names, grads)
+                if not np.any(g) and not any(f in n for f in GRADIENT_FREE)]
+        assert not zero, f"weights without a gradient: {zero}"
 
     def run_model_test(
         self,

@@ -63,7 +63,8 @@ def _clip(num_total, prep, stride):
 
 
 def load_input(path, prep, *, example=0, stride=1):
-    """The model input `[1, ...]` for `path`, pre-processed as in evaluation."""
+    """`(x, frame_indices)`: the model input `[1, ...]` for `path`, pre-processed as in
+    evaluation, and the source video's number of each of its frames (None for an image)."""
     _common.check_exists(path, "--input")
     tf = _common.import_tensorflow()
     from tl_keras import data as data_lib
@@ -77,13 +78,13 @@ def load_input(path, prep, *, example=0, stride=1):
                 "frames (give a video file or a TFRecord of video records)."
             )
         with open(path, "rb") as f:
-            return data_lib.preprocess_encoded(tf.constant([f.read()]), prep).numpy()
+            return data_lib.preprocess_encoded(tf.constant([f.read()]), prep).numpy(), None
     if lower.endswith(VIDEO_EXTENSIONS):
         if prep.kind != "video":
             raise _common.ToolError(f"--input={path} is a video; the model takes images.")
         frames = writer.decode_video(path)  # uint8 [N, H, W, 3]
         idx = _clip(len(frames), prep, stride).numpy()
-        return data_lib.preprocess(frames[idx][None], prep).numpy()
+        return data_lib.preprocess(frames[idx][None], prep).numpy(), idx.tolist()
     # A TFRecord file: a DMVR video record or an image record.
     record = _read_record(path, example)
     try:
@@ -96,8 +97,9 @@ def load_input(path, prep, *, example=0, stride=1):
             raise _common.ToolError(
                 f"record {example} of {path} is a video; the model takes images."
             )
-        encoded = tf.gather(frames, _clip(tf.size(frames), prep, stride))
-        return data_lib.preprocess_encoded(encoded[None], prep).numpy()
+        idx = _clip(tf.size(frames), prep, stride)
+        encoded = tf.gather(frames, idx)
+        return data_lib.preprocess_encoded(encoded[None], prep).numpy(), idx.numpy().tolist()
     try:
         image = decoders.ImageDecoder().decode(record)["image"]
     except tf.errors.InvalidArgumentError:
@@ -109,7 +111,7 @@ def load_input(path, prep, *, example=0, stride=1):
         )
     if prep.kind != "image":
         raise _common.ToolError(f"record {example} of {path} is an image; the model takes videos.")
-    return data_lib.preprocess_encoded(image[None], prep).numpy()
+    return data_lib.preprocess_encoded(image[None], prep).numpy(), None
 
 
 def main(argv=None):
@@ -125,12 +127,12 @@ def run(args):
 
     prep = _common.preprocessing(model, config, args)
     stride = args.stride or ((config or {}).get("data", {}).get("stride") or 1)
-    x = load_input(args.input, prep, example=args.example, stride=stride)
+    x, frame_indices = load_input(args.input, prep, example=args.example, stride=stride)
     if not visualize.tokenlearner_layers(model):
         raise _common.ToolError(f"the model {model.name!r} has no TokenLearner layer.")
     path = visualize.write_token_maps(
         model, x, args.output, layers=args.layer, max_tokens=args.max_tokens,
-        max_frames=args.max_frames,
+        max_frames=args.max_frames, frame_indices=frame_indices,
     )
     print(f"visualize_tokens: token maps of {source} on {args.input} -> {path}")
     return 0

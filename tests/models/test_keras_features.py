@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from test_case import to_numpy
+from test_case import predict, to_numpy
 from tl_keras import TL
 from tl_keras.models import create_model
 
@@ -48,11 +48,11 @@ def dense_layers(model):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_int8_quantization_keeps_the_logits(name):
     model, x = build(name)
-    expected = to_numpy(model(x, training=False))
+    expected = predict(model, x)
     model.quantize("int8")
     quantized = [l for l in dense_layers(model) if l.quantization_mode == "int8"]
     assert quantized, "no Dense layer was quantized"
-    got = to_numpy(model(x, training=False))
+    got = predict(model, x)
     scale = np.abs(expected).max()
     err = np.abs(got - expected).max() / scale
     agree = np.mean(got.argmax(-1) == expected.argmax(-1))
@@ -63,15 +63,15 @@ def test_int8_quantization_keeps_the_logits(name):
 @pytest.mark.parametrize("name", ["vit_tl_fuser", "x2plus1d_tl"])
 def test_lora_on_dense_layers_changes_the_output_and_trains(name):
     model, x = build(name)
-    before = to_numpy(model(x, training=False))
+    before = predict(model, x)
     denses = dense_layers(model)
     for layer in denses:
         layer.enable_lora(2)
-    np.testing.assert_allclose(to_numpy(model(x, training=False)), before, atol=1e-5)
+    np.testing.assert_allclose(predict(model, x), before, atol=1e-5)
     rng = np.random.default_rng(1)
     for layer in denses:
         layer.lora_kernel_b.assign(rng.normal(0, 0.1, layer.lora_kernel_b.shape))
-    after = to_numpy(model(x, training=False))
+    after = predict(model, x)
     assert np.abs(after - before).max() > 1e-3
     lora = {id(v) for l in denses for v in (l.lora_kernel_a, l.lora_kernel_b)}
     kernels = {id(l._kernel) for l in denses}

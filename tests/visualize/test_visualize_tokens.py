@@ -2,6 +2,7 @@
 layer's input), any nesting depth, the drawing, and `tools/visualize_tokens.py`."""
 
 import importlib.util
+import json
 import os
 
 import keras
@@ -352,7 +353,8 @@ def test_visualize_tool_on_image_video_and_record(tmp_path, capsys, monkeypatch)
         writer.make_sequence_example([writer.encode_jpeg(f) for f in frames[::-1]], [0]).SerializeToString(),
     ])
     prep = data.preprocessing_for(keras.saving.load_model(vivit_path))
-    x = tool.load_input(record, prep, example=1, stride=2)
+    x, indices = tool.load_input(record, prep, example=1, stride=2)
+    assert indices == [1, 3, 5, 7]  # the middle clip of 4 frames at stride 2 of 10
     ds = data.video_dataset(record, split="test", num_frames=4, stride=2, crop_size=32,
                             min_resize=prep.min_resize, num_classes=2, batch_size=2,
                             num_clips=1, num_crops=1, on_error="raise")
@@ -360,8 +362,10 @@ def test_visualize_tool_on_image_video_and_record(tmp_path, capsys, monkeypatch)
     np.testing.assert_allclose(x[0], videos[1].numpy(), atol=1e-5)
     out = str(tmp_path / "record_maps.png")
     assert tool.main([f"--model={vivit_path}", f"--input={record}", f"--output={out}",
-                      "--example=1", "--max_tokens=2"]) == 0
-    assert os.path.exists(out)
+                      "--example=1", "--max_tokens=2", "--stride=2"]) == 0
+    # The columns name the source video's frames (tubelets of 2 input frames).
+    columns = json.loads(_png_text(out)["tl_keras:token_maps"])[0]["columns"]
+    assert [c["frames"] for c in columns] == [[1, 3], [5, 7]]
 
     # Input that does not fit the model: an error that says so, exit code 2.
     assert tool.main([f"--model={vivit_path}", f"--input={image}", f"--output={out}"]) == 2
