@@ -164,10 +164,15 @@ class TestCase:
         if run_training_check:
             self._check_training(cls, init_kwargs, inputs)
 
+    @staticmethod
+    def _feed(inputs):
+        """What `_functional`'s model takes: the tensor, or the list of them."""
+        return list(inputs) if len(inputs) > 1 else inputs[0]
+
     def _functional(self, cls, init_kwargs, inputs):
         sym = [keras.Input(shape=x.shape[1:], dtype=str(x.dtype)) for x in inputs]
         out = cls(**init_kwargs)(*sym)
-        return keras.Model(sym, out)
+        return keras.Model(sym if len(sym) > 1 else sym[0], out)
 
     def _check_saving(self, cls, init_kwargs, inputs):
         model = self._functional(cls, init_kwargs, inputs)
@@ -175,12 +180,12 @@ class TestCase:
         rng = np.random.default_rng(1)
         for w in model.weights:
             w.assign(to_numpy(w) + rng.normal(0, 0.1, w.shape).astype(w.dtype))
-        expected = to_numpy(model(list(inputs)))
+        expected = to_numpy(model(self._feed(inputs)))
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.keras")
             model.save(path)
             loaded = keras.saving.load_model(path)
-        np.testing.assert_array_equal(to_numpy(loaded(list(inputs))), expected)
+        np.testing.assert_array_equal(to_numpy(loaded(self._feed(inputs))), expected)
 
     def _check_mixed_precision(self, cls, init_kwargs, inputs, policy):
         layer = cls(**init_kwargs, dtype=policy)
@@ -194,14 +199,14 @@ class TestCase:
     def _check_training(self, cls, init_kwargs, inputs):
         """Every trainable weight gets a finite, non-zero gradient (off the initialisation,
         so that zero-initialised weights do not hide the ones before them); the weights
-        of `GRADIENT_FREE` may get none. A direct gradient, in inference mode, (`gradients`) instead of
-        `fit`, which spent ~0.5 s (TF) to 2 s (JAX) per layer compiling a train step; the
-        models' `run_model_test` and the trainer tests cover compiled training."""
+        of `GRADIENT_FREE` may get none. Checked with a direct gradient (`gradients`, in
+        inference mode so that no random drop-path removes a branch) instead of `fit`,
+        which spent ~0.5 s (TF) to 2 s (JAX) per layer compiling a train step; the models'
+        `run_model_test` and the trainer tests cover compiled training."""
         model = perturb_weights(self._functional(cls, init_kwargs, inputs))
         assert model.trainable_weights, "layer has no trainable weights"
         # Inference mode: deterministic (a random drop-path could drop a whole branch).
-        grads = gradients(model, (list(inputs),) if len(inputs) > 1 else inputs,
-                          training=False)
+        grads = gradients(model, (self._feed(inputs),), training=False)
         names = [w.path for w in model.trainable_weights]
         bad = [n for n, g in zip(names, grads) if not np.all(np.isfinite(g))]
         assert not bad, f"non-finite gradients: {bad}"

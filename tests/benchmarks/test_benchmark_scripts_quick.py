@@ -40,9 +40,10 @@ def test_throughput_and_plot_quick(tmp_path):
 
 @pytest.mark.slow
 def test_memory_quick(tmp_path):
-    # XLA off only: each measurement is a fresh process, and the XLA path of the same
-    # models is run by the throughput test above.
-    out = run("memory.py", "--quick", "--xla=off", "--json", str(tmp_path / "m.json"))
+    # One tiny group, XLA off: each measurement is a fresh process, and the throughput
+    # test above runs the XLA path and the ViViT group.
+    out = run("memory.py", "--quick", "--xla=off", "--groups=vit_tiny",
+              "--json", str(tmp_path / "m.json"))
     assert "peak, first step (MB)" in out
     rows = json.loads((tmp_path / "m.json").read_text())["results"]
     assert rows and all(r["peak_first_mb"] >= r["rss_build_mb"] > 0 for r in rows)
