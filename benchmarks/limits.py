@@ -71,6 +71,11 @@ def parse_args(argv=None):
     return args
 
 
+def _sig(value, digits=4):
+    """`value` to `digits` significant figures (JSON stays short, small values stay > 0)."""
+    return float(f"{value:.{digits}g}")
+
+
 def time_interleaved(fns, calls, repeats):
     """{name: median ms per call}: every function warmed up, then `repeats` rounds of one
     repetition (`calls` calls, synchronised at the end) of each, in rotating order."""
@@ -111,8 +116,10 @@ def matmul_rates(shapes, chain, calls, repeats):
         )
         ms = max(t["products"] - t["empty"], 1e-6) / chain
         gmac = m * k * n / 1e9
-        rows.append(dict(shape=label, m=m, k=k, n=n, ms=round(ms, 3),
-                         gmac_per_s=round(gmac / ms * 1e3, 1)))
+        # Significant figures, not decimals: a tiny product on a busy machine must not
+        # round to 0 GMAC/s.
+        rows.append(dict(shape=label, m=m, k=k, n=n, ms=_sig(ms),
+                         gmac_per_s=_sig(gmac / ms * 1e3)))
     return rows
 
 
@@ -147,7 +154,7 @@ def fuser_block(batch, positions, channels, tokens, calls, repeats):
         "empty function (call overhead)": lambda: x[:1, :1],
     }
     t = time_interleaved({k: tf.function(f) for k, f in fns.items()}, calls, repeats)
-    return [dict(part=k, ms=round(v, 3)) for k, v in t.items()]
+    return [dict(part=k, ms=_sig(v)) for k, v in t.items()]
 
 
 def _read_op_times(logdir):

@@ -17,23 +17,26 @@ Command:
 Expected result (paper Table 11, X(2+1)D-M + TokenLearner, from scratch): 53.8% mean class
 accuracy (backbone alone 48.6%: `--set model.module=conv2d_conv1d`); not re-measured here.
 
-Quick check on this machine (2-core CPU, ~1-2 minutes):
+Quick check on this machine (2-core CPU, ~2-3 minutes):
 
     python experiments/avid.py --runlocal
 
-trains the tiny ViViT + TokenLearner of `kinetics.py --runlocal` (an X(2+1)D needs larger
-frames than the built-in 32x32 ones) with label smoothing 0.2 on
-the built-in single-label dataset, evaluates with 4 clips x 3 crops, reports
+trains the tiny X(2+1)D-M + TokenLearner of `charades.runlocal_config` (`x2plus1d_tiny`,
+`conv2d_tokenlearner` in its last stage, 4 tokens per frame, 8 frames of 32 px) with label
+smoothing 0.2 on the built-in single-label dataset (4 motion directions, 480 train / 120
+validation videos) for 300 AdamW steps, evaluates with 4 clips x 1 crop, reports
 `mean_class_accuracy` (and top-1/top-5), writes `metrics.json` and exports. Expected: mean
-class accuracy >= 0.85 (measured: 1.00 after 600 steps, ~110 s wall on a shared 2-core
-CPU). CI runs it with `--set train.num_steps=30`.
+class accuracy >= 0.85 (measured 2026-12-03: 1.00 after 300 steps, 189 s wall of which
+113 s training, 11 s evaluation and most of the rest the export, on a shared 2-core CPU
+under load). CI trains it to the target (the slow test
+`test_runlocal_learns_in_under_five_minutes_and_exports`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from experiments import common, kinetics
+from experiments import charades, common
 from tl_keras import configs
 
 
@@ -67,8 +70,9 @@ def get_config(runlocal=False):
     cfg.optim.schedule = "cosine"
     cfg.optim.warmup_steps = 1000
     if runlocal:
-        kinetics.runlocal_config(cfg, "synthetic_single")
+        charades.runlocal_config(cfg, "synthetic_single")
         cfg.train.label_smoothing = 0.2
+        cfg.train.num_steps = 300  # single-label motion: far easier than charades' colours x motions
     return cfg
 
 

@@ -18,17 +18,24 @@ Command:
 Expected result (paper Table 10, X(2+1)D-M + TokenLearner, 12 fps, no pre-training): 66.3 mAP
 (backbone alone 62.7: `--set model.module=conv2d_conv1d`); not re-measured here.
 
-Quick check on this machine (2-core CPU, ~2-2.5 minutes):
+Quick check on this machine (2-core CPU, ~1.5-2 minutes):
 
     python experiments/charades.py --runlocal
 
-trains the tiny ViViT + TokenLearner of `kinetics.py --runlocal` (an X(2+1)D needs larger
-frames than the built-in 32x32 ones) with a sigmoid loss on the
+trains the tiny ViViT + TokenLearner of `kinetics.py --runlocal` with a sigmoid loss on the
 built-in multi-label dataset (`synthetic_multi`: 1-3 coloured squares, each moving its own
-way; 12 (colour, direction) classes; 600 train / 150 validation videos), evaluates mAP with
-4 clips x 3 crops, writes `metrics.json` and exports. Expected: mAP >= 0.80 (measured: 0.997
-after 1500 steps, ~130 s wall on a shared 2-core CPU). CI runs it with
-`--set train.num_steps=30`.
+way; 12 (colour, direction) classes; 600 train / 150 validation videos of 16 frames),
+evaluates mAP with 4 clips x 3 crops, writes `metrics.json`, the token maps and exports.
+Target: mAP >= 0.80 (CI: the slow test `test_runlocal_learns_in_under_five_minutes_and_exports`).
+
+Not yet the recipe's network: `runlocal_config` below (the X(2+1)D-M of this recipe scaled
+down, `x2plus1d_tiny`, with the `conv2d_tokenlearner` module; what `avid.py --runlocal`
+trains, to 1.00 mean class accuracy) does not reach the target reliably on this dataset.
+Measured on 2026-12-03 (quiet 2-core CPU, 1500 steps unless said): 8 consecutive frames
+0.835 (209 s) and 0.803 (186 s, after a change of VectorAttention's arithmetic order);
+4 frames at stride 2 0.822 (116 s), the same with 2000 steps 0.773; 4 frames at stride 4
+0.553; 800 steps of 8 frames 0.64. The outcome moves by several points with the
+floating-point order alone, too close to the target for CI.
 """
 
 from __future__ import annotations
@@ -74,6 +81,22 @@ def get_config(runlocal=False):
         kinetics.runlocal_config(cfg, "synthetic_multi")
         cfg.train.loss = "sigmoid"
         cfg.train.num_steps = 1500  # multi-label needs longer than kinetics' 600
+    return cfg
+
+
+def runlocal_config(cfg, dataset):
+    """`--runlocal` of avid.py: the X(2+1)D-M of the recipe scaled down
+    (`x2plus1d_tiny`) with the default `conv2d_tokenlearner` module in its last stage, on
+    the built-in dataset; the loop settings of `kinetics.runlocal_config`."""
+    kinetics.runlocal_config(cfg, dataset)
+    cfg.model = configs.ModelConfig(
+        name="x2plus1d_tiny", module="conv2d_tokenlearner", dropout_rate=0.0,
+        tokenlearner=configs.TokenLearnerConfig(num_tokens=4),
+    )
+    cfg.data.num_frames = 8  # 8 consecutive frames of the 16: random offset in training
+    cfg.data.stride = 1
+    cfg.eval.num_crops = 1  # the 32 px frames are the crop: 3 crops would be one view 3 times
+    cfg.train.num_steps = 1500  # 800 steps: 0.64 mAP; 600 steps of 16 frames: 0.68
     return cfg
 
 

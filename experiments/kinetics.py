@@ -5,8 +5,10 @@ vivit_large_k400 config]): ViViT-L/16x2, 32 frames at stride 2, 224 crops of a 2
 side, TokenLearner with 8 tokens per frame before block 18 ("8at18"), SGD momentum 0.9,
 lr 0.05, cosine decay after 2.5 warmup epochs, 30 epochs, batch 64, global-norm clipping
 1.0, no label smoothing, 4 clips x 3 crops at test (logits averaged). ViViT starts from a
-JFT-pretrained ViT in the paper (not public); pass your own weights with
-`--set model.init_checkpoint=PATH` (a `.weights.h5` of the same model).
+JFT-pretrained ViT in the paper (not public); pass other weights with
+`--set model.init_checkpoint=PATH`: a public image ViT checkpoint (below), a `.keras`
+file of a tl_keras ViT (e.g. a run's `export/<step>/model.keras`) or a `.weights.h5` of
+this model (docs/weights.md).
 
 Command (TPU v3-32 class; any strategy works):
 
@@ -18,6 +20,23 @@ validation set with 4x3 views (8at18; 83.5% for 16at12 = `--set model.tokenlearn
 model.tokenlearner.at=12`); Kinetics-600 (Table 9): 86.0% top-1, 97.0% top-5.
 Without JFT pre-training expect far less; the numbers are the paper's, not re-measured here.
 
+Starting from the public ImageNet-21k ViTs (the original JAX ViT release:
+`https://storage.googleapis.com/vit_models/imagenet21k/ViT-L_16.npz`, and `ViT-B_16.npz`
+for ViViT-B; big_vision "augreg" `.npz` and timm `.safetensors` files load the same way),
+the 2-D patch kernel is inflated over the 2-frame tubelet (`central_frame`, ViViT §3.4),
+the position embedding tiled over time, the TokenLearner and the 400-class head freshly
+initialised (the run logs the report):
+
+    python experiments/kinetics.py --dataset=kinetics400 --tpu=my-tpu \
+        --data_dir=gs://bucket/kinetics400 --workdir=gs://bucket/runs/k400_i21k_tl8at18 \
+        --set model.init_checkpoint=ViT-L_16.npz
+
+(ViViT-B/16x2: add `model.name=vivit_b16 model.tokenlearner.at=9
+model.init_checkpoint=ViT-B_16.npz`, the TokenLearner at 3/4 of the depth as 18 of 24.)
+Expected result: the paper gives none for ImageNet-21k initialisation (its numbers above
+are JFT-pretrained; §5.2 notes that the other methods of its Table 8 use other
+pre-training data, such as ImageNet-21K). Not re-measured here.
+
 Quick check on this machine (2-core CPU, 1-2 minutes including the built-in data):
 
     python experiments/kinetics.py --runlocal
@@ -26,7 +45,8 @@ trains a tiny ViViT + TokenLearner (4 blocks of width 64, 8 tokens per frame bef
 on the built-in single-label motion dataset (`tl_keras.data.synthetic`, 480 train / 120
 validation videos of 16 frames 32x32, 4 classes), evaluates it with 4 clips x 3 crops,
 writes `metrics.json` and exports the model. Expected: top-1 >= 0.85 (measured: 1.00 after
-600 steps, 50-100 s wall on a shared 2-core CPU). CI runs it with `--set train.num_steps=30`.
+600 steps, 50-100 s wall on a shared 2-core CPU). CI runs it as the
+README's main command and checks the target.
 """
 
 from __future__ import annotations
@@ -77,7 +97,8 @@ def get_config(runlocal=False, dataset="kinetics400"):
 
 
 def runlocal_config(cfg, dataset):
-    """The tiny model and the built-in dataset, shared with charades.py / avid.py."""
+    """The tiny ViViT and the built-in dataset; charades.py / avid.py take its loop
+    settings and swap in a tiny X(2+1)D-M (`charades.runlocal_config`)."""
     cfg.experiment = f"{cfg.experiment}-runlocal"
     cfg.model = configs.ModelConfig(
         name="vivit_b16", patch_size=8, tubelet_size=2, hidden_dim=64, num_layers=4,

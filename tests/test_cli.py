@@ -12,15 +12,13 @@ import sys
 
 import pytest
 
+from tf_noise import NOISE
 from tl_keras import _cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOOLS = sorted(p for p in (ROOT / "tools").glob("*.py") if not p.name.startswith("_"))
 EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.py")
                      if p.name not in ("__init__.py", "common.py"))
-# Lines TensorFlow prints while it starts (tl_keras/_cli.py); none may reach the user.
-NOISE = ("absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers",
-         "failed call to cuInit", "cpu_feature_guard")
 
 
 def _run(script, *args, importtime=False, timeout=120):
@@ -229,18 +227,6 @@ def test_tensorflow_starts_quietly_and_real_messages_stay():
     lines = proc.stderr.splitlines()
     assert lines[:2] == ["C++ line kept", "python line kept"] and lines[-1] == "after"
     assert not [line for line in lines if any(n in line for n in NOISE)], lines
-
-
-@pytest.mark.slow
-@pytest.mark.tf_only
-def test_runlocal_experiment_stderr_is_clean(tmp_path):
-    """The README's main command, 2 steps: nothing on stderr but real messages."""
-    proc = _run(ROOT / "experiments" / "kinetics.py", "--runlocal", f"--workdir={tmp_path}",
-                "--set", "train.num_steps=2", "train.steps_per_loop=1", "eval.num_steps=1",
-                timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not [line for line in proc.stderr.splitlines() if any(n in line for n in NOISE)]
-    assert (tmp_path / "metrics.json").exists()
 
 
 @pytest.mark.tf_only

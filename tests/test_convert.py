@@ -16,6 +16,7 @@ from tl_keras.convert import (
     flatten_params,
     load_flax_params,
     load_vit_npz,
+    load_vit_weights,
     model_variable_map,
     save_vit_npz,
     transfer_vit_to_vivit,
@@ -275,3 +276,39 @@ class TestScenicTree:
         assert "unexpected: Transformer/extra/kernel" in message
         for w, b in zip(target.weights, before):
             np.testing.assert_array_equal(to_numpy(w), b)
+
+
+class TestOneEntryPoint:
+    def test_layout_detected_and_reported(self):
+        source = vit_b16(**TINY, tokenlearner=TL(3, at=1))
+        randomize(source)
+        x = images()
+        for params, layout in ((vit_npz_params(source), "jax_vit"),
+                               (export_flax_params(source), "scenic")):
+            target = vit_b16(**TINY, tokenlearner=TL(3, at=1))
+            report = load_vit_weights(target, params)
+            assert report["format"] == layout and report["notes"] == []
+            assert report["adapted"] == {} and report["initialised"] == []
+            np.testing.assert_array_equal(to_numpy(target(x)), to_numpy(source(x)))
+
+    def test_unreadable_sources_are_named(self):
+        model = vit_b16(**TINY)
+        with tempfile.TemporaryDirectory() as tmp:
+            with pytest.raises(FileNotFoundError, match="no such file"):
+                load_vit_weights(model, os.path.join(tmp, "missing.npz"))
+            path = os.path.join(tmp, "vit.ckpt")
+            open(path, "wb").close()
+            with pytest.raises(ValueError, match=r"unknown checkpoint type '\.ckpt'"):
+                load_vit_weights(model, path)
+        with pytest.raises(ValueError, match="expected a tl_keras ViT or ViViT"):
+            load_vit_weights(object(), {})
+        with pytest.raises(ValueError, match="expected a path, a file object or a dict"):
+            load_vit_weights(model, 3)
+
+    def test_non_strict_reports_what_it_left(self):
+        source = vit_b16(**TINY)
+        params = vit_npz_params(source)
+        params["Transformer/extra/kernel"] = np.zeros(3, "float32")
+        report = load_vit_weights(vit_b16(**TINY), params, strict=False)
+        assert report["skipped"] == {
+            "Transformer/extra/kernel": "not used by the model (strict=False)"}

@@ -143,7 +143,17 @@ class ModelConfig:
     image_size: Optional[int] = _num(None, POSITIVE)
     num_frames: Optional[int] = _num(None, POSITIVE)
     num_classes: Optional[int] = _num(None, POSITIVE)
-    module: Optional[str] = None  # X(2+1)D: the res5 module (default "conv2d_tokenlearner")
+    # X(2+1)D: the res5 module (default "conv2d_tokenlearner"): a name of
+    # `tl_keras.models.x2plus1d.MODULES`, the model's registry (this file imports no
+    # Keras; tests/models/x2plus1d/test_layers.py pins the two lists equal).
+    module: Optional[Literal[
+        "conv2d_conv1d", "joint_mhsa", "conv2d_joint_mhsa", "conv2d_mlp_mixer",
+        "conv2d_temporal_transformer", "spatial_temporal_transformer",
+        "conv2d_spatial_temporal_transformer", "tokenlearner", "conv2d_tokenlearner",
+        "tokenlearner_mhsa", "conv2d_tokenlearner_mhsa", "spatial_tokenlearner",
+        "conv2d_vector_transformer", "conv2d_prior_broadcast",
+        "conv2d_vector_transformer_broadcast",
+    ]] = None
     fuser: Optional[Literal["tokenfuser", "unpool", "reprojection"]] = None  # X(2+1)D fuser
     tokenlearner: TokenLearnerConfig = dataclasses.field(default_factory=TokenLearnerConfig)
     init_checkpoint: Optional[str] = None  # weights to start from (a .keras / .weights.h5 file)
@@ -157,14 +167,19 @@ class DataConfig:
     data_dir: Optional[str] = None  # folder of the TFRecord shards (or a TFDS data_dir)
     train_pattern: Optional[str] = "train*"  # relative to data_dir or absolute; images: none = TFDS
     eval_pattern: Optional[str] = "validation*"
+    # The split trained on: the TFDS split for TFDS images (slices allowed: "train[:99%]");
+    # for TFRecords the shards "<train_split>*" while train_pattern is left at "train*".
     train_split: str = "train"
-    # Eval sampling: "validation" = one centre clip, "test" = eval.num_clips x eval.num_crops views.
-    eval_split: Literal["validation", "test"] = "validation"
+    # Eval sampling: "validation" = one centre clip, "test" = eval.num_clips x eval.num_crops
+    # views, "segments" = the whole video in num_frames clips, merged by eval.segment_merge.
+    eval_split: Literal["validation", "test", "segments"] = "validation"
     num_classes: Optional[int] = _num(None, POSITIVE)
     multilabel: Optional[bool] = None
     num_frames: Optional[int] = _num(None, POSITIVE)
     stride: Optional[int] = _num(None, POSITIVE)
     crop_size: Optional[int] = _num(None, POSITIVE)
+    # Eval/test crop (the eval model is built at this size); None = crop_size.
+    eval_crop_size: Optional[int] = _num(None, POSITIVE)
     min_resize: Optional[int] = _num(None, POSITIVE)
     label_offset: Optional[int] = None
     num_train_examples: Optional[int] = _num(None, POSITIVE)  # for train.num_epochs -> steps
@@ -214,11 +229,15 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-    # Global batch of videos (each with num_clips x num_crops views).
+    # Global batch of videos (each with num_clips x num_crops views); of segment views
+    # for data.eval_split=segments.
     batch_size: int = _num(8, POSITIVE)
     num_clips: Optional[int] = _num(None, POSITIVE)  # None: the dataset's test protocol (e.g. 4)
     num_crops: Optional[int] = _num(None, POSITIVE)  # None: the dataset's test protocol (e.g. 3)
     average: Literal["logits", "probabilities"] = "logits"  # how views of a video are merged
+    # data.eval_split=segments: how a video's segments are merged ("max": an action anywhere
+    # in the video counts, as multi-label video labels mean; "mean" dilutes it).
+    segment_merge: Literal["max", "mean"] = "max"
     # Limit the number of eval batches (None: whole split).
     num_steps: Optional[int] = _num(None, POSITIVE)
     # Continuous evaluator: give up after this long idle.

@@ -39,7 +39,25 @@ class names.
 
 `rest_predict(signature, body)` maps a TF Serving REST body (`{"instances": ...}` or
 `{"inputs": ...}`, `{"b64": ...}` for bytes) onto a loaded signature and returns the
-response TF Serving would send: a local stand-in to test clients against.
+response TF Serving would send; `grpc_predict(loaded, request)` does the same for a gRPC
+`tensorflow.serving.PredictRequest` (from `tensorflow-serving-api`, the `deploy` extra):
+local stand-ins to test clients against (docs/export.md shows both requests).
+
+`export_runtime(model, path, format)` writes the model's forward pass for another runtime
+(`RUNTIME_FORMATS`), through Keras' own `model.export(path, format=...)`:
+
+| format | file | runtime |
+| --- | --- | --- |
+| `litert` | `model.tflite` (TFLite flatbuffer, TF's `TFLiteConverter`) | `ai_edge_litert.interpreter.Interpreter` |
+| `onnx` | `model.onnx` (`tf2onnx`) | `onnxruntime.InferenceSession` |
+| `openvino` | `model.xml` + `model.bin` (OpenVINO IR, `openvino.convert_model`) | `openvino.Core().compile_model` |
+
+Input: the model's own input, float32 `[B, H, W, 3]` / `[B, T, H, W, 3]` (batch dynamic,
+the rest fixed), already pre-processed (resized, cropped and normalised: the caller's job
+for these formats, as written in the JSON beside the file, `<file>.json`; OpenVINO can take
+it inside, `pixels=True`); output: the logits float32 `[B, K]`. The converters need `pip install tl_keras[deploy]`. OpenVINO's CPU
+plugin runs float32 models in bfloat16 on CPUs that have it (relative error ~1e-2); compile
+with `{"INFERENCE_PRECISION_HINT": "f32"}` for the model's float32 outputs.
 
 `Preprocessing`, `preprocessing_for`, `preprocess` and `preprocess_encoded` live in
 `tl_keras.data.preprocessing`; they are re-exported here because `export_saved_model`
@@ -50,6 +68,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import importlib.util
 import json
 import os
 from typing import Optional, Sequence
@@ -74,6 +93,10 @@ __all__ = [
     "export_model",
     "serving_options_from_config",
     "rest_predict",
+    "grpc_predict",
+    "export_runtime",
+    "RUNTIME_FORMATS",
+    "RUNTIME_FILES",
     "SIGNATURES",
     "SERVING_INFO_FILE",
     # Re-exported from tl_keras.data.preprocessing:
@@ -521,6 +544,122 @@ def export_model(model, directory, saved_model=True, keras_archive=True, config=
 
 
 # --------------------------------------------------------------------------------------
+# LiteRT, ONNX and OpenVINO: the forward pass through Keras' own `model.export`.
+# --------------------------------------------------------------------------------------
+
+RUNTIME_FORMATS = ("litert", "onnx", "openvino")
+# The file name each format is written to by `tools/export_model.py` (and its suffix, which
+# `export_runtime` checks).
+RUNTIME_FILES = {"litert": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
+# The packages the conversion itself needs in the exporting process (the `deploy` extra).
+_CONVERTERS = {"litert": (), "onnx": ("tf2onnx", "onnx"), "openvino": ("openvino",)}
+
+
+def _missing_modules(names):
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def export_runtime(
+    model, path, format, *, class_names=None, preprocessing=None, pixels=False, verbose=False
+):
+    """Writes `model` (input -> logits) as a LiteRT, ONNX or OpenVINO file; returns `path`.
+
+    Args:
+        model: a Keras model with one float32 input of fixed size but for the batch.
+        path: the output file: `.tflite` (litert), `.onnx` (onnx) or `.xml` (openvino; the
+            weights go to the `.bin` beside it).
+        format: one of `RUNTIME_FORMATS`.
+        class_names: K names, written to the JSON beside the file (not into the model).
+        preprocessing: the `Preprocessing` the caller must apply first (default:
+            `preprocessing_for(model)`), written to the JSON beside the file.
+        pixels: OpenVINO only: the pre-processing inside the model, whose input is then
+            uint8 pixels `[B, H, W, 3]` / `[B, T, H, W, 3]` of any size (as the SavedModel's
+            `serve_uint8`, without its input checks). LiteRT and ONNX Runtime cannot run it
+            (docs/export.md says why).
+        verbose: Keras' export messages.
+
+    The batch dimension stays dynamic in all three formats (LiteRT: `shape_signature` -1;
+    resize the input with `Interpreter.resize_tensor_input` before `allocate_tensors`).
+    `<path>.json` describes the input, the output and the pre-processing.
+    """
+    if format not in RUNTIME_FORMATS:
+        raise ValueError(
+            f"export_runtime: format={format!r}; expected one of {list(RUNTIME_FORMATS)}."
+        )
+    suffix = os.path.splitext(RUNTIME_FILES[format])[1]
+    path = str(path)
+    if not path.endswith(suffix):
+        raise ValueError(f"export_runtime: a {format} file must end in {suffix}; got {path!r}.")
+    missing = _missing_modules(_CONVERTERS[format])
+    if missing:
+        raise ImportError(
+            f"export_runtime: format={format!r} needs {', '.join(missing)} (not installed); "
+            "pip install 'tl_keras[deploy]'."
+        )
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or None in tuple(inputs[0].shape)[1:]:
+        raise ValueError(
+            f"export_runtime: the model needs one input of fixed size but for the batch; got "
+            f"{[tuple(i.shape) for i in inputs]}."
+        )
+    num_classes = _num_classes(model)
+    labels = _check_class_names(class_names, num_classes)
+    if preprocessing is None and _is_pixel_model(model):
+        preprocessing = preprocessing_for(model)
+    if pixels and format != "openvino":
+        raise ValueError(
+            f"export_runtime: pixels=True (pre-processing in the model) is for openvino only; "
+            f"the {format} runtime cannot run the resize and crop (docs/export.md)."
+        )
+    if pixels and preprocessing is None:
+        raise ValueError("export_runtime: pixels=True needs an image or video model.")
+    shape = [None] + list(inputs[0].shape)[1:]
+    name = inputs[0].name or "inputs"
+    parent = os.path.dirname(path)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    if pixels:
+        shape = [None] * (len(shape) - 1) + [3]
+        if preprocessing.kind == "video":
+            shape[1] = preprocessing.num_frames
+        _export_openvino_pixels(model, path, preprocessing, shape, name)
+        dtype = "uint8"
+    else:
+        # One float32 input, batch dynamic: the name becomes the input's name in ONNX.
+        signature = [tf.TensorSpec(shape, tf.float32, name=name)]
+        model.export(path, format=format, verbose=verbose, input_signature=signature)
+        dtype = "float32"
+    info = {
+        "format": f"tl_keras {format} export 1",
+        "model": {"class": type(model).__name__, "name": model.name},
+        "input": {"name": name, "dtype": dtype, "shape": [-1 if d is None else d for d in shape]},
+        "output": {"name": "logits", "dtype": "float32", "shape": [-1, num_classes]},
+        "preprocessing": preprocessing.to_dict() if preprocessing is not None else None,
+        "preprocessing_in_graph": bool(pixels),
+        "class_names": labels,
+    }
+    if format == "openvino":
+        info["compile_config"] = {"INFERENCE_PRECISION_HINT": "f32"}
+    with tf.io.gfile.GFile(path + ".json", "w") as f:
+        f.write(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def _export_openvino_pixels(model, path, prep, shape, name):
+    """OpenVINO IR of uint8 pixels -> `preprocess` -> `model` -> logits at `path`."""
+    import openvino
+
+    def forward(pixels):
+        return tf.cast(model(preprocess(pixels, prep), training=False), tf.float32)
+
+    fn = tf.function(forward, input_signature=[tf.TensorSpec(shape, tf.uint8, name=name)],
+                     autograph=False)
+    ov_model = openvino.convert_model(fn.get_concrete_function())
+    ov_model.inputs[0].get_tensor().set_names({name})
+    openvino.save_model(ov_model, path, compress_to_fp16=False)  # float32 weights as they are
+
+
+# --------------------------------------------------------------------------------------
 # Options from a training run.
 # --------------------------------------------------------------------------------------
 
@@ -662,3 +801,53 @@ def rest_predict(signature, body):
         return {"predictions": _jsonable(value, name)}
     rows = [{k: _jsonable(v[i], k) for k, v in outputs.items()} for i in range(batch)]
     return {"predictions": rows}
+
+
+def grpc_predict(loaded, request):
+    """A TF Serving gRPC `Predict` call, run on a loaded SavedModel.
+
+    Args:
+        loaded: `tf.saved_model.load(path)` (its `signatures` are used).
+        request: a `tensorflow_serving.apis.predict_pb2.PredictRequest`, or its serialized
+            bytes (what goes over the wire): `model_spec.signature_name` picks the signature
+            (empty: `serving_default`), `inputs` holds one `TensorProto` per input of it
+            (`tf.make_tensor_proto`), `output_filter` optionally names the outputs wanted.
+
+    Returns:
+        The `PredictResponse` TF Serving would send: `model_spec` echoed, one `TensorProto`
+        per output (read with `tf.make_ndarray`).
+    """
+    from tensorflow_serving.apis import predict_pb2
+
+    if isinstance(request, bytes):
+        request = predict_pb2.PredictRequest.FromString(request)
+    name = request.model_spec.signature_name or "serving_default"
+    if name not in loaded.signatures:
+        raise ValueError(
+            f"grpc_predict: no signature {name!r}; the SavedModel has {sorted(loaded.signatures)}."
+        )
+    signature = loaded.signatures[name]
+    _, kwargs_spec = signature.structured_input_signature
+    given, wanted = sorted(request.inputs), sorted(kwargs_spec)
+    if given != wanted:
+        raise ValueError(f"grpc_predict: {name} takes inputs {wanted}; the request has {given}.")
+    tensors = {}
+    for key in wanted:
+        proto = request.inputs[key]
+        if tf.dtypes.as_dtype(proto.dtype) != kwargs_spec[key].dtype:
+            raise ValueError(
+                f"grpc_predict: input {key!r} of {name} must be "
+                f"{kwargs_spec[key].dtype.name}; got {tf.dtypes.as_dtype(proto.dtype).name}."
+            )
+        tensors[key] = tf.constant(tf.make_ndarray(proto))
+    outputs = signature(**tensors)
+    keys = list(request.output_filter) or sorted(outputs)
+    unknown = sorted(set(keys) - set(outputs))
+    if unknown:
+        raise ValueError(f"grpc_predict: unknown output(s) {unknown}; {name} has {sorted(outputs)}.")
+    response = predict_pb2.PredictResponse()
+    response.model_spec.CopyFrom(request.model_spec)
+    response.model_spec.signature_name = name
+    for key in keys:
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key].numpy()))
+    return response

@@ -1,18 +1,29 @@
-"""Export a trained model for TF Serving (SavedModel) and/or as a `.keras` archive.
+"""Export a trained model for TF Serving (SavedModel), LiteRT, ONNX, OpenVINO and/or as a
+`.keras` archive.
 
     python tools/export_model.py --workdir=RUN --format=saved_model
     python tools/export_model.py --workdir=RUN --format=saved_model,keras --class_names=classes.txt
     python tools/export_model.py --model=model.keras --output=out --min_resize=256 --multilabel
+    python tools/export_model.py --workdir=RUN --format=litert,onnx,openvino
 
 `--workdir` takes the newest checkpoint of a training run (or `--checkpoint=PATH`) and the
 run's resolved config (`config.json`: pre-processing, multi-label, and the class names of
 the built-in datasets); the output goes to `RUN/export/<step>/{saved_model,model.keras}`
-unless `--output` is given. `--model` takes a `.keras` file; give the pre-processing as
+(and `litert/model.tflite`, `onnx/model.onnx`, `openvino/model.{xml,bin}`) unless `--output`
+is given. `--model` takes a `.keras` file; give the pre-processing as
 flags. `--class_names` (a file, one name per line, or a,b,c) replaces the config's names.
 
 An existing `saved_model/` or `model.keras` in the output is kept: the tool refuses unless
 `--overwrite`, and even then replaces only a SavedModel directory (one with
-`saved_model.pb`) or an empty one, after the new export was written beside it.
+`saved_model.pb`) or an empty one, after the new export was written beside it (the same
+for `litert/`, `onnx/`, `openvino/`, each with its model file).
+
+`litert`, `onnx` and `openvino` hold the model's forward pass only (`tl_keras.export.
+export_runtime`, through Keras' `model.export`): float32 input of the model's size, batch
+dynamic, already pre-processed (the pre-processing is the caller's; it is written to the
+JSON beside each file), logits out; `--openvino_pixels` puts the pre-processing inside the
+OpenVINO model (uint8 pixels of any size in). Their converters come with `pip install
+'tl_keras[deploy]'`.
 
 The SavedModel's signatures (`serving_default`, `serve_uint8`, `serve_encoded`) are
 described in `tl_keras/export.py` and listed by `saved_model_cli show --dir OUT/saved_model
@@ -28,7 +39,11 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/_common.py
 import _common  # noqa: E402  (no TensorFlow: --help answers at once)
 
-FORMATS = ("saved_model", "keras")
+RUNTIME_FORMATS = ("litert", "onnx", "openvino")  # tl_keras.export.RUNTIME_FORMATS
+FORMATS = ("saved_model", "keras") + RUNTIME_FORMATS
+# tl_keras.export.RUNTIME_FILES, and the packages each conversion needs (no TF import here).
+RUNTIME_FILES = {"litert": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
+CONVERTERS = {"litert": (), "onnx": ("tf2onnx", "onnx"), "openvino": ("openvino",)}
 PROG = "export_model"
 
 
@@ -42,7 +57,8 @@ def parse_args(argv=None):
     source.add_argument("--model", help="a .keras file")
     parser.add_argument("--checkpoint", help="with --workdir: this checkpoint, not the newest")
     parser.add_argument("--format", default="saved_model",
-                        help="saved_model, keras, or both comma-separated (default saved_model)")
+                        help="saved_model, keras, litert, onnx, openvino, comma-separated "
+                             "(default saved_model)")
     parser.add_argument("--output", help="output directory (default RUN/export/<step>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing export in the output directory")
@@ -52,6 +68,9 @@ def parse_args(argv=None):
     parser.add_argument("--multilabel", action="store_true", default=None,
                         help="sigmoid probabilities (default: from the run's config)")
     parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--openvino_pixels", action="store_true",
+                        help="openvino: the pre-processing inside the model (uint8 pixels of "
+                             "any size in); LiteRT and ONNX Runtime cannot run it")
     parser.add_argument("--max_request_pixels", type=int, default=None,
                         help="most pixels of one serving request, all frames together "
                              "(default 2**27; tl_keras/export.py)")
@@ -60,9 +79,11 @@ def parse_args(argv=None):
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        parser.error(f"--format={args.format}: expected {' or '.join(FORMATS)} "
-                     "(comma-separated for both).")
+        parser.error(f"--format={args.format}: expected {', '.join(FORMATS)} "
+                     "(comma-separated for several).")
     args.formats = formats
+    if args.openvino_pixels and "openvino" not in formats:
+        parser.error("--openvino_pixels is an option of --format=openvino.")
     if args.model and not args.output:
         parser.error("--model needs --output=DIR.")
     if args.max_request_pixels is not None and args.max_request_pixels < 1:
@@ -80,17 +101,31 @@ def _exists(path):
     return os.path.lexists(path)
 
 
-def _replaceable_saved_model(path):
-    """Whether `path` may be replaced with --overwrite: a SavedModel directory or an empty
-    one (nothing else is ever deleted)."""
+def _replaceable_saved_model(path, marker="saved_model.pb"):
+    """Whether `path` may be replaced with --overwrite: a directory holding `marker` (a
+    SavedModel; `model.onnx` etc. for the runtime formats) or an empty one (nothing else is
+    ever deleted)."""
     if _is_remote(path):
         gfile = _common.import_tensorflow().io.gfile
         return gfile.isdir(path) and (
-            gfile.exists(os.path.join(path, "saved_model.pb")) or not gfile.listdir(path)
+            gfile.exists(os.path.join(path, marker)) or not gfile.listdir(path)
         )
     return (os.path.isdir(path) and not os.path.islink(path)) and (
-        os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.listdir(path)
+        os.path.isfile(os.path.join(path, marker)) or not os.listdir(path)
     )
+
+
+def check_converters(formats):
+    """ToolError naming the missing packages of the runtime formats' converters."""
+    import importlib.util
+
+    for kind in formats:
+        missing = [m for m in CONVERTERS.get(kind, ()) if importlib.util.find_spec(m) is None]
+        if missing:
+            raise _common.ToolError(
+                f"--format={kind} needs {', '.join(missing)} (not installed): "
+                "pip install 'tl_keras[deploy]'."
+            )
 
 
 def check_output(output, formats, overwrite):
@@ -98,6 +133,7 @@ def check_output(output, formats, overwrite):
     replaced (`--overwrite`: a SavedModel or empty directory, a `.keras` file)."""
     targets = {"saved_model": os.path.join(output, "saved_model"),
                "keras": os.path.join(output, "model.keras")}
+    targets.update({kind: os.path.join(output, kind) for kind in RUNTIME_FORMATS})
     for kind in formats:
         path = targets[kind]
         if not _exists(path):
@@ -105,6 +141,11 @@ def check_output(output, formats, overwrite):
         if kind == "saved_model" and not _replaceable_saved_model(path):
             raise _common.ToolError(
                 f"{path} exists and is not a SavedModel directory (no saved_model.pb); "
+                "not touched, even with --overwrite: remove it or pick another --output."
+            )
+        if kind in RUNTIME_FORMATS and not _replaceable_saved_model(path, RUNTIME_FILES[kind]):
+            raise _common.ToolError(
+                f"{path} exists and is not a {kind} export (no {RUNTIME_FILES[kind]}); "
                 "not touched, even with --overwrite: remove it or pick another --output."
             )
         if kind == "keras" and os.path.isdir(path):
@@ -168,6 +209,7 @@ def class_names_from_flag(value, num_classes):
 
 def run(args):
     """The export once the arguments are parsed (imports TensorFlow)."""
+    check_converters(args.formats)
     if args.model:  # the output is known: refuse before loading anything
         check_output(args.output, args.formats, args.overwrite)
     _common.import_tensorflow()
@@ -209,6 +251,17 @@ def run(args):
     if "keras" in args.formats:
         _write_replacing(targets["keras"], lambda p: export.save_keras(model, p))
         paths["keras"] = targets["keras"]
+    for kind in RUNTIME_FORMATS:
+        if kind not in args.formats:
+            continue
+        _write_replacing(
+            targets[kind],
+            lambda p, kind=kind: export.export_runtime(
+                model, os.path.join(p, RUNTIME_FILES[kind]), kind, class_names=class_names,
+                preprocessing=prep, pixels=kind == "openvino" and args.openvino_pixels,
+            ),
+        )
+        paths[kind] = os.path.join(targets[kind], RUNTIME_FILES[kind])
     print(f"export_model: {type(model).__name__} {model.name!r} from {source}")
     frames = (f", {prep.num_frames} frames ({prep.eval_split} evaluation)"
               if prep.kind == "video" else "")
@@ -225,6 +278,14 @@ def run(args):
     if "saved_model" in paths:
         print(f"  signatures: serving_default, serve_uint8, serve_encoded "
               f"(saved_model_cli show --dir {paths['saved_model']} --all)")
+    caller = [k for k in RUNTIME_FORMATS if k in paths
+              and not (k == "openvino" and args.openvino_pixels)]
+    if caller:
+        print(f"  {' / '.join(caller)}: float32 model input, batch dynamic -> logits; the "
+              "pre-processing is the caller's (written to <file>.json)")
+    if "openvino" in paths and args.openvino_pixels:
+        print("  openvino: uint8 pixels of any size, batch dynamic -> logits; pre-processing "
+              "inside")
     return 0
 
 

@@ -95,6 +95,46 @@ def test_test_split_single_view_has_no_view_axis(records):
     assert ds.element_spec[0].shape.as_list() == [None, 4, 16, 16, 3]
 
 
+def test_segments_split_covers_each_video_and_tags_segments_with_its_id(records, helpers):
+    # Videos of 3 (shorter than a segment), 4 (exactly one), 10 (2.5) and 8 (two) frames;
+    # segments of 4 frames every 1.
+    lengths, labels = (3, 4, 10, 8), (0, 1, 2, 1)
+    recs = [records.record(helpers.counting_frames(n), labels=(k,)) for n, k in zip(lengths, labels)]
+    recs.insert(1, records.record(labels=(7,)))  # a bad label: skipped and counted, no id
+    path = records.write("seg.tfrecord", recs)
+    ds = data.video_dataset(path, **small(split="segments", batch_size=3), log_skipped=False)
+    assert [s.shape.as_list() for s in ds.element_spec] == [[None, 4, 16, 16, 3], [None, 3], [None]]
+    batches = [tuple(t.numpy() for t in b) for b in ds]
+    assert [len(b[0]) for b in batches] == [3, 3, 1]  # 7 segments, batched across videos
+    x, y, ids = (np.concatenate(parts) for parts in zip(*batches))
+    assert ids.dtype == np.int32
+    np.testing.assert_array_equal(ids, [0, 1, 2, 2, 2, 3, 3])
+    np.testing.assert_array_equal(y.argmax(1), [0, 1, 2, 2, 2, 1, 1])
+    frames = [helpers.frame_ids(clip).tolist() for clip in x]
+    assert frames == [
+        [0, 1, 2, 0],  # 3 frames: loops
+        [0, 1, 2, 3],
+        [0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9],  # 10 frames: offsets 0, 3, 6
+        [0, 1, 2, 3], [4, 5, 6, 7],
+    ]
+    assert ds.error_counter.counts() == {"label_out_of_range": 1}
+
+
+def test_segments_ids_are_unique_over_input_pipelines(records):
+    pattern = records.dataset_files(num_files=2, per_file=3, num_classes=6, num_frames=6)
+    seen = {}
+    for pid in range(2):
+        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid)
+        ds = data.video_dataset(
+            pattern, **small(num_classes=6, split="segments", batch_size=4), input_context=ctx
+        )
+        for _, y, ids in ds:  # 6 frames: 2 segments per video
+            for label, i in zip(y.numpy().argmax(1), ids.numpy()):
+                seen.setdefault(int(i), set()).add(int(label))
+    assert len(seen) == 6 and all(len(v) == 1 for v in seen.values())  # one video per id
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5]
+
+
 def test_multilabel_multi_hot_and_single_label_takes_first(records):
     path = records.write("m.tfrecord", [records.record(labels=(0, 2)), records.record(labels=(1,))])
     multi = data.video_dataset(path, **small(split="validation", multilabel=True))
@@ -210,6 +250,7 @@ def test_crop_larger_than_resized_frame_names_both_values(records):
         (dict(on_error="ignore"), "on_error='ignore'"),
         (dict(num_crops=2, split="test"), "num_crops=2"),
         (dict(num_clips=4, split="validation"), "only for split='test'"),
+        (dict(num_clips=2, split="segments"), "num_clips=2: split='segments'"),
         (dict(num_classes=None), "num_classes is required"),
         (dict(num_frames=0), "num_frames=0"),
         (dict(batch_size=0), "batch_size=0"),

@@ -85,6 +85,40 @@ def test_linspace_clip_indices_first_to_last_offset():
     np.testing.assert_array_equal(one, [[7, 9, 11, 13]])
 
 
+@pytest.mark.parametrize(
+    "num_total, expected",
+    [
+        # 4 frames every 2: a segment steps over 8 stored frames and spans 7.
+        (5, [[0, 2, 4, 1]]),  # shorter than one segment: one clip, looping
+        (8, [[0, 2, 4, 6]]),  # exactly one segment: the middle clip (offsets 0..1 -> 0)
+        (9, [[0, 2, 4, 6], [2, 4, 6, 8]]),  # just over one: two, the last ends at frame 8
+        # 2.5 segments -> 3, offsets k * 13 // 2 = 0, 6, 13: the last ends at the last frame.
+        (20, [[0, 2, 4, 6], [6, 8, 10, 12], [13, 15, 17, 19]]),
+    ],
+)
+def test_segment_indices_cover_the_whole_video(num_total, expected):
+    out = both(lambda n: ops.segment_indices(n, 4, 2), num_total)
+    np.testing.assert_array_equal(out, expected)
+    assert both(lambda n: ops.num_segments(n, 4, 2), num_total) == len(expected)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_segment_indices_cover_every_frame_without_looping(stride):
+    t = 8
+    span, length = (t - 1) * stride + 1, t * stride
+    for n in range(1, 80):
+        idx = ops.segment_indices(n, t, stride).numpy()  # [S, 8]
+        assert idx.shape == (max(1, -(-n // length)), t)
+        if n >= span:  # at least one clip's span: no clip wraps around
+            assert (np.diff(idx, axis=1) == stride).all()
+        if len(idx) > 1:  # first frame to last; between clips at most one sample is skipped
+            start, end = idx[:, 0], idx[:, -1]
+            assert start[0] == 0 and end[-1] == n - 1
+            assert (start[1:] - end[:-1] <= 2 * stride - 1).all()
+        else:  # one segment: the middle clip, as the validation split takes
+            np.testing.assert_array_equal(idx[0], ops.middle_clip_indices(n, t, stride).numpy())
+
+
 # -- decoding ------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
-"""End to end (slow): a real `--runlocal` training run, `tools/export_model.py --workdir`,
-every signature through the `saved_model_cli` binary, and the run's token-map PNG."""
+"""End to end (slow): a real `--runlocal` training run (the README's main command, fewer
+steps), its stderr, `tools/export_model.py --workdir`, every signature through the
+`saved_model_cli` binary, and the run's token-map PNG."""
 
 import json
 import os
@@ -8,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tf_noise import noise_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf_only]
 
@@ -21,11 +24,27 @@ def _run(args, env, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def runlocal_workdir(tmp_path_factory, subprocess_env):
+def runlocal_run(tmp_path_factory, subprocess_env):
+    """`(workdir, stderr)` of `kinetics.py --runlocal`, run as from a user's shell (no
+    TF_CPP_MIN_LOG_LEVEL: the command must quieten TensorFlow itself)."""
     workdir = str(tmp_path_factory.mktemp("runlocal") / "run")
-    _run([sys.executable, "experiments/kinetics.py", "--runlocal", f"--workdir={workdir}",
-          "--set", "train.num_steps=10", "eval.num_steps=1"], subprocess_env)
-    return workdir
+    env = {k: v for k, v in subprocess_env.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TL_KERAS_SHOW_STARTUP")}
+    proc = _run([sys.executable, "experiments/kinetics.py", "--runlocal", f"--workdir={workdir}",
+                 "--set", "train.num_steps=10", "eval.num_steps=1"], env)
+    return workdir, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def runlocal_workdir(runlocal_run):
+    return runlocal_run[0]
+
+
+def test_runlocal_stderr_has_no_tensorflow_startup_noise(runlocal_run):
+    """The README's main command: nothing on stderr but real messages."""
+    workdir, stderr = runlocal_run
+    assert not noise_lines(stderr), stderr[-3000:]
+    assert os.path.exists(os.path.join(workdir, "metrics.json"))
 
 
 def test_runlocal_run_exports_and_serves(runlocal_workdir, tmp_path, subprocess_env):

@@ -72,10 +72,19 @@ def test_check_keywords_names_the_key_and_the_closest_valid_names():
         "Owner: unknown argument `num_layer`; did you mean `num_layers` or `num_classes`?")
     assert isinstance(err.value, TypeError) and isinstance(err.value, ValueError)
     with pytest.raises(UnknownArgumentError, match=r"`zzz`; valid arguments: image_size, "
-                                                   r"name, num_classes, num_layers, trainable\."):
+                                                   r"name, num_classes, num_layers, trainable, "
+                                                   r"weights, weights_kernel_init\."):
         check_keywords("Owner", {"zzz": 1}, valid)
-    with pytest.raises(UnknownArgumentError, match=r"`weights='w\.h5'` is not supported yet"):
+    with pytest.raises(FileNotFoundError, match=r"Owner: `weights`: no such file 'w\.h5'"):
         check_keywords("Owner", {"weights": "w.h5"}, valid)
+    with pytest.raises(ValueError, match=r"Owner: `weights_kernel_init` must be one of "
+                                         r"\('central_frame', 'average'\), got 'mean'"):
+        check_keywords("Owner", {"weights_kernel_init": "mean"}, valid)
+    check_keywords("Owner", {"weights": {"a": 1}, "weights_kernel_init": "average"}, valid)
+    from tl_keras.models.base import WEIGHTS_KERNEL_INITS
+    from tl_keras.models.vivit.inflate import KERNEL_INITS
+
+    assert WEIGHTS_KERNEL_INITS == KERNEL_INITS  # checked before building = what inflates
 
 
 @pytest.mark.parametrize("cls", [ViT, ViViT, X2Plus1D])

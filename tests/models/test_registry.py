@@ -3,6 +3,7 @@
 `resolve_model` resolves a name as the constructor does."""
 
 import os
+import re
 import tempfile
 
 import keras
@@ -101,11 +102,14 @@ def test_every_model_rejects_a_misspelt_argument_before_building(name, typo, sug
                                   lambda **kw: create_model("vivit_b16", **kw),
                                   lambda **kw: models.x2plus1d_m(**kw),
                                   lambda **kw: resolve_model("vit_b16", **kw)])
-def test_weights_and_dtype_are_refused_not_ignored(call, monkeypatch):
+def test_bad_weights_and_dtype_are_refused_before_building(call, monkeypatch, tmp_path):
     for cls in {model_class(n) for n in list_models()}:
         monkeypatch.setattr(cls, "build_graph", classmethod(lambda *a: pytest.fail("built")))
-    with pytest.raises(TypeError, match=r"`weights='path.h5'` is not supported yet"):
-        call(weights="path.h5")
+    missing = str(tmp_path / "missing.weights.h5")
+    with pytest.raises(FileNotFoundError, match="`weights`: no such file " + re.escape(repr(missing))):
+        call(weights=missing)
+    with pytest.raises(ValueError, match=r"`weights_kernel_init` must be one of"):
+        call(weights_kernel_init="centre")
     with pytest.raises(TypeError, match=r"`dtype` is not a model argument.*set_dtype_policy"):
         call(dtype="mixed_float16")
 
@@ -142,6 +146,64 @@ def test_every_model_tiny(name):
         model.save(path)
         loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(to_numpy(loaded(x)), out)
+
+
+@pytest.fixture(scope="module")
+def image_checkpoint(tmp_path_factory):
+    """`(path, model)`: a tiny plain ViT (class token, 3 classes, no TokenLearner) with
+    random weights, saved in the JAX ViT layout."""
+    from tl_keras.convert import save_vit_npz
+
+    source = ViT(**dict(TINY, tokenlearner=None))
+    for w in source.weights:
+        w.assign(RNG.normal(0, 0.1, w.shape).astype("float32"))
+    path = str(tmp_path_factory.mktemp("weights") / "vit.npz")
+    return save_vit_npz(source, path), source
+
+
+@pytest.mark.parametrize("name", [n for n in list_models()
+                                  if get_model_spec(n)["family"] in TINY_BY_FAMILY])
+def test_every_vit_family_model_starts_from_weights(name, image_checkpoint):
+    """`weights=` on the entrypoint: blocks loaded; position embedding resized to the
+    32 px grid (and tiled over time); head (5 classes, not 3) and TokenLearner / TokenFuser
+    (not in the file) left as initialised, the class token skipped (the TokenLearner
+    model pools with "gap"); the report is `model.weights_report`."""
+    path, source = image_checkpoint
+    kwargs, _ = TINY_BY_FAMILY[get_model_spec(name)["family"]]
+    model = getattr(models, name)(**dict(kwargs, image_size=32, num_classes=5), weights=path)
+    report = model.weights_report
+    assert report["format"] == "jax_vit" and report["source"] == path
+    modules = {n.split("/")[1] for n in report["initialised"] if n.startswith("Transformer/")}
+    assert modules == {"TokenLearnerModuleV11_0", "TokenFuser_0"}
+    assert {"head/kernel", "head/bias"} <= set(report["initialised"])
+    assert set(report["skipped"]) == {"cls", "head/kernel", "head/bias"}
+    assert "Transformer/posembed_input/pos_embedding" in report["adapted"]
+    assert ("embedding/kernel" in report["adapted"]) == (model.resolved.family == "vivit")
+    block = "encoderblock_1/mlp_dense_0/kernel"
+    got = {w.path: w for w in model.weights}
+    np.testing.assert_array_equal(to_numpy(got[block]),
+                                  to_numpy({w.path: w for w in source.weights}[block]))
+    assert "weights" not in model.get_config()  # a `.keras` reload does not read the file again
+
+
+def test_weights_through_create_model_and_the_constructor(image_checkpoint, tmp_path):
+    """The same load for `create_model` and the class; `weights_kernel_init` picks the
+    inflation; a model object (or its `.keras` file) is a source too."""
+    path, source = image_checkpoint
+    vivit_kwargs = dict(TINY_BY_FAMILY["vivit"][0], tokenlearner=None, num_frames=4)
+    central = create_model("vivit_b16", **vivit_kwargs, weights=path)
+    average = models.ViViT(**vivit_kwargs, weights=path, weights_kernel_init="average")
+    kernels = [to_numpy(m.get_layer("embedding").conv.kernel) for m in (central, average)]
+    image_kernel = to_numpy(source.get_layer("embedding").conv.kernel)
+    np.testing.assert_array_equal(kernels[0][1], image_kernel)  # the central of 2 frames
+    np.testing.assert_array_equal(kernels[0][0], 0 * image_kernel)
+    np.testing.assert_allclose(kernels[1], np.stack([image_kernel / 2] * 2), rtol=1e-6)
+    assert central.weights_report["skipped"] == {}  # 3 classes: the head fits
+    from_object = models.vit_s16(**dict(TINY, tokenlearner=None), weights=source)
+    x = RNG.uniform(-1, 1, (2, 16, 16, 3)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(from_object(x)), to_numpy(source(x)))
+    assert from_object.weights_report["format"] == "tl_keras"
+    assert create_model("vit_b16", **TINY).weights_report is None
 
 
 @pytest.mark.slow

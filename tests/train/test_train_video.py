@@ -3,9 +3,11 @@
 * A tiny ViViT + TokenLearner (with dropout and drop-path) on the built-in synthetic videos,
   SIGKILLed and restarted, ends with exactly the weights of an uninterrupted run: the model,
   the optimizer, the step, the random state and the `tf.data` position all come back.
-* `--runlocal` of kinetics.py / charades.py: the acceptance numbers (>= 85% top-1,
-  >= 0.80 mAP) in under 5 minutes, with metrics.json and an export that the session-based
-  SavedModel loader of TF Serving runs (`saved_model_cli run`).
+* `--runlocal` of kinetics.py / charades.py / avid.py / imagenet.py: the acceptance numbers
+  (>= 85% top-1; X(2+1)D-M + TokenLearner: >= 0.80 mAP, >= 85% mean class accuracy; ViT:
+  >= 90% top-1) in under 5 minutes, with metrics.json and an export that the session-based
+  SavedModel loader of TF Serving runs (`saved_model_cli run`) on an input of the
+  experiment's shape, giving its number of classes.
 """
 
 import json
@@ -77,12 +79,26 @@ def test_vivit_on_the_video_pipeline_resumes_exactly_after_sigkill(tmp_path, dat
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("experiment, key, threshold", [
-    ("kinetics", "top1", 0.85),
-    ("charades", "mAP", 0.80),
-])
+# experiment, metrics.json key and target, classes of the built-in data, label kind.
+RUNLOCAL = [
+    ("kinetics", "top1", 0.85, 4, "single"),
+    ("charades", "mAP", 0.80, 12, "multi"),
+    ("avid", "mean_class_accuracy", 0.85, 4, "single"),
+    ("imagenet", "top1", 0.90, 4, "single"),
+]
+
+
+def test_every_experiment_is_trained_to_its_target_in_ci():
+    """CI runs no 30-step smoke runs: each experiment's --runlocal is trained in full,
+    by the case of RUNLOCAL (kinetics: the README main command, checked by .ci/run)."""
+    experiments = {f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments"))
+                   if f.endswith(".py") and f not in ("__init__.py", "common.py")}
+    assert {case[0] for case in RUNLOCAL} == experiments
+
+
+@pytest.mark.parametrize("experiment, key, threshold, num_classes, labels", RUNLOCAL)
 def test_runlocal_learns_in_under_five_minutes_and_exports(tmp_path, data_env, experiment, key,
-                                                           threshold):
+                                                           threshold, num_classes, labels):
     start = time.time()
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "experiments", f"{experiment}.py"), "--runlocal",
@@ -96,14 +112,20 @@ def test_runlocal_learns_in_under_five_minutes_and_exports(tmp_path, data_env, e
     print(f"{experiment} --runlocal: {key}={metrics[key]:.4f} in {wall:.0f}s")
     assert metrics[key] >= threshold, metrics
     assert wall < 300, f"{experiment} --runlocal took {wall:.0f}s"
-    assert metrics["step"] == json.load(open(tmp_path / "config.json"))["train"]["num_steps"]
+    with open(tmp_path / "config.json") as f:
+        config = json.load(f)
+    assert metrics["step"] == config["train"]["num_steps"]
     assert f"Results in {tmp_path}" in proc.stdout
 
     # The export: a SavedModel that the session-based loader (TF Serving's) runs.
     step_dir = tmp_path / "export" / str(metrics["step"])
     assert (step_dir / "model.keras").exists()
     cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    x = np.zeros((1, 8, 32, 32, 3), np.float32)
+    # One example of the experiment's input: [1, T, S, S, 3] videos or [1, S, S, 3] images.
+    size = config["data"]["crop_size"]
+    frames = config["data"]["num_frames"]
+    x = np.zeros((1,) + ((frames,) if frames else ()) + (size, size, 3), np.float32)
+    assert x.ndim == (4 if experiment == "imagenet" else 5)
     np.save(tmp_path / "x.npy", x)
     show = subprocess.run([cli, "show", "--dir", str(step_dir / "saved_model"), "--tag_set", "serve",
                            "--signature_def", "serving_default"], capture_output=True, text=True,
@@ -121,11 +143,11 @@ def test_runlocal_learns_in_under_five_minutes_and_exports(tmp_path, data_env, e
         f[: -len(".npy")]: np.load(tmp_path / "served" / f, allow_pickle=True)
         for f in os.listdir(tmp_path / "served")
     }
-    num_classes = 4 if experiment == "kinetics" else 12
+    assert config["data"]["num_classes"] == num_classes
     assert set(outputs) == {"logits", "probabilities", "top_k_indices", "top_k_labels"}
     assert outputs["logits"].shape == (1, num_classes)
     probs = outputs["probabilities"]
-    if experiment == "kinetics":  # softmax for single-label, sigmoid for multi-label
+    if labels == "single":  # softmax for single-label, sigmoid for multi-label
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     else:
         np.testing.assert_allclose(probs, 1 / (1 + np.exp(-outputs["logits"])), rtol=1e-5)

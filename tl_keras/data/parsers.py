@@ -12,7 +12,11 @@ decodes only the frames it keeps, and checks each kept JPEG's header against
 - `validation`: the middle clip, short side resized to `min_resize`, centre crop -> `[T, c, c, 3]`;
 - `test`: `num_clips` linearly spaced clips x `num_crops` (1 = centre, 3 = along the longer
   side) -> `[V, T, c, c, 3]` with `V = num_crops * num_clips` in **crop-major** order
-  (`view = crop * num_clips + clip`), or `[T, c, c, 3]` when `V == 1`.
+  (`view = crop * num_clips + clip`), or `[T, c, c, 3]` when `V == 1`;
+- `segments`: the whole video as `S` clips that evenly cover it (`video_ops.segment_indices`,
+  `S = ceil(frames / (num_frames * stride))`, at least 1), each with the `test` crops ->
+  `[S * num_crops, T, c, c, 3]` (crop-major: `view = crop * S + segment`), `S` dynamic
+  (paper A.3: Charades is evaluated on 64-frame segments whose outputs are merged).
 
 Frames are float32, in `[-1, 1]` by default (`normalization`).
 """
@@ -31,7 +35,7 @@ __all__ = ["VideoParser", "ImageParser", "DEFAULT_MAX_FRAME_PIXELS", "resolve_no
 # 8192 x 8192: far above any real video / ImageNet frame, far below a hostile header (65535^2).
 DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "segments")
 
 
 def resolve_normalization(normalization):
@@ -116,10 +120,15 @@ class VideoParser:
             raise ValueError(
                 f"num_crops={num_crops!r}: expected 1 (centre) or 3 (along the longer side)"
             )
-        if split != "test" and (num_clips != 1 or num_crops != 1):
+        if split in ("train", "validation") and (num_clips != 1 or num_crops != 1):
             raise ValueError(
                 f"num_clips={num_clips}, num_crops={num_crops}: multi-view sampling is only for "
-                f"split='test' (got split={split!r})"
+                f"split='test' or 'segments' (got split={split!r})"
+            )
+        if split == "segments" and num_clips != 1:
+            raise ValueError(
+                f"num_clips={num_clips}: split='segments' takes as many clips as cover each "
+                "video; use num_clips=1"
             )
         if scale_jitter is not None:
             lo, hi = scale_jitter
@@ -143,13 +152,18 @@ class VideoParser:
         self.max_frame_pixels = int(max_frame_pixels)
 
     @property
-    def num_views(self) -> int:
+    def num_views(self) -> int | None:
+        """Views per video; None for `segments` (it depends on the video's length)."""
+        if self.split == "segments":
+            return None
         return self.num_clips * self.num_crops
 
     @property
-    def video_shape(self) -> list[int]:
-        """Static shape of one parsed video."""
+    def video_shape(self) -> list:
+        """Static shape of one parsed video (`segments`: `[None, T, c, c, 3]`)."""
         shape = [self.num_frames, self.crop_size, self.crop_size, 3]
+        if self.split == "segments":
+            return [None] + shape
         return [self.num_views] + shape if self.num_views > 1 else shape
 
     # -- pieces ------------------------------------------------------------------------------
@@ -171,11 +185,15 @@ class VideoParser:
         return _labels_to_target(self.labels(decoded), self.num_classes, self.multilabel)
 
     def sample_indices(self, num_total, seed):
-        """Frame indices to decode: `[T]`, or `[num_clips * T]` (clip-major) for `test`."""
+        """Frame indices to decode: `[T]`, or `[C * T]` (clip-major) for `test` (C =
+        `num_clips`) and `segments` (C = the video's segment count)."""
         if self.split == "train":
             return video_ops.random_clip_indices(num_total, self.num_frames, self.stride, seed)
         if self.split == "validation":
             return video_ops.middle_clip_indices(num_total, self.num_frames, self.stride)
+        if self.split == "segments":
+            idx = video_ops.segment_indices(num_total, self.num_frames, self.stride)
+            return tf.reshape(idx, [-1])  # [S * T]
         idx = video_ops.linspace_clip_indices(
             num_total, self.num_frames, self.stride, self.num_clips
         )
@@ -218,7 +236,8 @@ class VideoParser:
         return video_ops.resize_to_square(frames, self.crop_size)
 
     def _test_video(self, encoded):
-        """All views: `[V, T, c, c, 3]` crop-major, or `[T, c, c, 3]` for one view."""
+        """All views: `[V, T, c, c, 3]` crop-major, or `[T, c, c, 3]` for one view
+        (`segments`: always `[S * num_crops, T, c, c, 3]`)."""
         c, t = self.crop_size, self.num_frames
         frames = video_ops.decode_jpeg_frames(encoded)  # [C*T, H, W, 3]
         frames = video_ops.resize_smallest(frames, self.min_resize)  # [C*T, H', W', 3]
@@ -226,7 +245,9 @@ class VideoParser:
             views = video_ops.center_crop(frames, c)[None]  # [1, C*T, c, c, 3]
         else:
             views = video_ops.three_crops(frames, c)  # [3, C*T, c, c, 3]
-        views = tf.reshape(views, [self.num_views, t, c, c, 3])  # crop-major: [crop, clip] -> view
+        views = tf.reshape(views, [-1, t, c, c, 3])  # crop-major: [crop, clip] -> view
+        if self.split == "segments":
+            return views
         return views if self.num_views > 1 else views[0]
 
     def decode_video(self, encoded, shape, seed):
@@ -254,7 +275,7 @@ class VideoParser:
         """
         status = tf.where(tf.equal(status, Status.OK), self.validate(decoded), status)
         seed_sample, seed_video = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        blank = lambda: tf.zeros(self.video_shape, tf.float32)  # noqa: E731
+        blank = self._blank_video
 
         def decode():
             frames = decoded["frames"]
@@ -280,10 +301,14 @@ class VideoParser:
             "status": status,
         }
 
+    def _blank_video(self):
+        """Zeros of `video_shape` (one view for `segments`); bad examples are dropped later."""
+        return tf.zeros([d or 1 for d in self.video_shape], tf.float32)
+
     def blank(self, status):
         """Output of `parse` for an example that failed before parsing."""
         return {
-            "video": tf.zeros(self.video_shape, tf.float32),
+            "video": self._blank_video(),
             "label": tf.zeros([self.num_classes], tf.float32),
             "status": tf.cast(status, tf.int32),
         }

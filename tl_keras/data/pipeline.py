@@ -18,7 +18,9 @@ Stages (video):
    kept in `dataset.error_counter` (an `ErrorCounter`). A pass that yields no good example
    (only random bytes, zero-byte files, every record bad) raises from `next()`, naming the
    files and the skip counts, instead of repeating forever.
-6. Batch, prefetch.
+6. `split="segments"` only: every video is numbered (`video_id`, unique over the input
+   pipelines) and split into its segment views, one element each (see `video_dataset`).
+7. Batch, prefetch.
 """
 
 from __future__ import annotations
@@ -461,14 +463,15 @@ def _finish(
     drop_remainder: bool,
     deterministic: bool,
     counter: ErrorCounter,
-    keys: tuple[str, str],
+    keys: tuple[str, ...],
 ):
-    """Batch the checked example dicts, keep `(x, y)` = the two `keys` (a map per batch, not
-    per example), prefetch, set the options and attach `error_counter`."""
+    """Batch the checked example dicts, keep the tuple of `keys` (`(x, y)`, or `(x, y, id)`
+    for segments; a map per batch, not per example), prefetch, set the options and attach
+    `error_counter`."""
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda e: (e[keys[0]], e[keys[1]]))
+    ds = ds.map(lambda e: tuple(e[k] for k in keys))
     ds = ds.prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = deterministic
@@ -492,6 +495,27 @@ def _pick(value, default, fallback=None):
     if value is not None:
         return value
     return default if default is not None else fallback
+
+
+def _segment_views(ds, input_context):
+    """Checked video elements `[S', T, c, c, 3]` -> one element per segment view, with the
+    video's `label` and an int32 `video_id`: `n * num_pipelines + pipeline_id` for the n-th
+    video of this input pipeline, so ids are unique over all pipelines (replicas, workers)
+    and every view of a video carries the same one."""
+    pipelines, pipeline_id = 1, 0
+    if input_context is not None:
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+
+    def views(n, e):
+        count = tf.shape(e["video"])[0]
+        video_id = tf.cast(n, tf.int32) * pipelines + pipeline_id
+        return {
+            "video": e["video"],  # [S', T, c, c, 3]
+            "label": tf.repeat(e["label"][None], count, axis=0),  # [S', K]
+            "video_id": tf.fill([count], video_id),  # [S']
+        }
+
+    return ds.enumerate().map(views).unbatch()
 
 
 def _split_defaults(split, shuffle, repeat, drop_remainder, seed, deterministic):
@@ -548,6 +572,14 @@ def video_dataset(
     `V = num_clips * num_crops > 1`, crop-major: `view = crop * num_clips + clip`) and
     `labels` float32 `[B, K]` (one-hot, or multi-hot with `multilabel=True`).
 
+    `split="segments"` yields `(segments [B, T, H, W, 3], labels [B, K], video_ids [B])`:
+    each video is cut into `S = max(1, ceil(frames / (num_frames * stride)))` clips that
+    evenly cover it (`video_ops.segment_indices`; a video shorter than one clip loops), times
+    `num_crops` crops; a batch holds `B` such views, of one or several videos, in order, and
+    `video_ids` (int32, unique over the input pipelines) says which video each came from.
+    Merge the model's outputs per id (the trainer's `merge_segments`). `num_clips`
+    must be 1; `num_crops` defaults to 1 (not the dataset's test protocol).
+
     Args:
       file_pattern: glob, comma-separated list, `name@N` shard spec, or a list of these.
       dataset: a registered name (`kinetics400`, `kinetics600`, `charades`, `avid`) whose
@@ -555,7 +587,7 @@ def video_dataset(
         test views).
       num_classes: K (required unless `dataset` is given).
       split: `train` (random clip, scale jitter, random crop, flip), `validation` (middle clip,
-        centre crop) or `test` (`num_clips` x `num_crops` views).
+        centre crop), `test` (`num_clips` x `num_crops` views) or `segments` (above).
       num_frames, stride: frames per clip and the step between them (in stored frames);
         a video shorter than the clip loops.
       crop_size, min_resize: output side, and the shorter side frames are resized to before
@@ -590,6 +622,7 @@ def video_dataset(
     if num_frames is None:
         raise ValueError("num_frames is required when no dataset= is given")
     is_test = split == "test"
+    is_segments = split == "segments"
     parser = VideoParser(
         split=split,
         num_frames=num_frames,
@@ -633,6 +666,8 @@ def video_dataset(
     )
     source = _describe_files(source)
     ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped, source=source)
+    if is_segments:
+        ds = _segment_views(ds, input_context)
     return _finish(
         ds,
         batch_size=batch_size,
@@ -640,7 +675,7 @@ def video_dataset(
         drop_remainder=drop_remainder,
         deterministic=deterministic,
         counter=counter,
-        keys=("video", "label"),
+        keys=("video", "label", "video_id") if is_segments else ("video", "label"),
     )
 
 

@@ -20,6 +20,8 @@ __all__ = [
     "random_clip_indices",
     "middle_clip_indices",
     "linspace_clip_indices",
+    "num_segments",
+    "segment_indices",
     "jpeg_frame_shapes",
     "decode_jpeg_frames",
     "decode_and_crop_jpeg_frames",
@@ -90,6 +92,37 @@ def linspace_clip_indices(num_total, num_frames: int, stride: int, num_clips: in
     offsets = tf.cast(tf.round(tf.linspace(0.0, max_offset, num_clips)), tf.int32)  # [V]
     steps = tf.range(num_frames, dtype=tf.int32) * stride  # [T]
     return tf.math.floormod(offsets[:, None] + steps[None, :], tf.cast(num_total, tf.int32))
+
+
+def num_segments(num_total, num_frames: int, stride: int):
+    """Segments of `segment_indices`: `max(1, ceil(num_total / (num_frames * stride)))`, int32."""
+    num_total = tf.cast(num_total, tf.int32)
+    length = num_frames * stride  # stored frames one segment steps over
+    return tf.maximum((num_total + length - 1) // length, 1)
+
+
+def segment_indices(num_total, num_frames: int, stride: int):
+    """Clips that evenly cover the whole video (segment evaluation, paper A.3).
+
+    `S = num_segments(...)` clips of `num_frames` frames every `stride`, the first starting
+    at frame 0 and the last ending at the last frame that fits (`offset_k = k * max_offset
+    // (S - 1)`, integer arithmetic), and no clip loops. With `stride=1` the clips tile the
+    video, overlapping only as much as rounding `num_total` up to whole segments needs; with
+    a larger stride at most one sample position is skipped between two clips. One segment
+    (a video no longer than `num_frames * stride`) is the middle clip, looping a video
+    shorter than the clip as `clip_indices` does.
+
+    Returns int32 `[S, num_frames]` (`S` is dynamic), each index in `[0, num_total)`.
+    """
+    num_total = tf.cast(num_total, tf.int32)
+    count = num_segments(num_total, num_frames, stride)
+    max_offset = _max_offset(num_total, num_frames, stride)
+    k = tf.range(count, dtype=tf.int32)  # [S]
+    offsets = tf.where(
+        count > 1, k * max_offset // tf.maximum(count - 1, 1), max_offset // 2
+    )  # [S]
+    steps = tf.range(num_frames, dtype=tf.int32) * stride  # [T]
+    return tf.math.floormod(offsets[:, None] + steps[None, :], num_total)  # [S, T]
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,6 +47,18 @@ class _FlatGlorotUniform(keras.initializers.Initializer):
         return {"fan_in": self.fan_in, "fan_out": self.fan_out}
 
 
+GELU_FORMS = ("tanh", "exact")
+
+
+def check_gelu(gelu, owner):
+    """`gelu` names a GELU form of the transformer MLP: `"tanh"` or `"exact"`."""
+    if gelu not in GELU_FORMS:
+        raise ValueError(
+            f"{owner}: `gelu` must be 'tanh' (the approximation of the JAX ViT reference) "
+            f"or 'exact' (erf, as timm), got {gelu!r}."
+        )
+
+
 def _affine(x, kernel, bias):
     """`x @ kernel + bias` for a 2-D `x`: TensorFlow's oneDNN rewrite fuses this
     `MatMul + BiasAdd` into one kernel (see `tl_keras.layers.fused_ops`)."""
@@ -151,9 +163,11 @@ class TransformerBlock(keras.layers.Layer):
     `x = x + DropPath(Dropout(MHSA(LN(x))))`, then
     `x = x + DropPath(Dropout(Dense(Dropout(gelu(Dense(LN(x)))))))`.
 
-    LayerNorm epsilon 1e-6, GELU with the tanh approximation, MLP kernels glorot-uniform
-    with N(0, 1e-6) biases. Stochastic depth (`drop_path_rate`) drops a residual branch
-    per example and rescales the kept ones by `1 / (1 - rate)` (as Scenic / timm).
+    LayerNorm epsilon 1e-6, MLP kernels glorot-uniform with N(0, 1e-6) biases. The MLP's
+    GELU is the tanh approximation (`gelu="tanh"`, the JAX ViT / Scenic reference) or
+    the exact erf form (`gelu="exact"`, as timm and keras-hub run their ViTs).
+    Stochastic depth (`drop_path_rate`) drops a residual branch per example and rescales
+    the kept ones by `1 / (1 - rate)` (as Scenic / timm).
 
     Args:
         num_heads: attention heads.
@@ -161,6 +175,7 @@ class TransformerBlock(keras.layers.Layer):
         dropout_rate: dropout after the attention and inside/after the MLP.
         attention_dropout_rate: dropout on the attention weights.
         drop_path_rate: stochastic-depth rate of this block.
+        gelu: `"tanh"` (approximation) or `"exact"` (erf), the MLP's GELU.
         **kwargs: base layer arguments.
 
     Input and output `[B, N, C]`.
@@ -173,6 +188,7 @@ class TransformerBlock(keras.layers.Layer):
         dropout_rate=0.0,
         attention_dropout_rate=0.0,
         drop_path_rate=0.0,
+        gelu="tanh",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -182,8 +198,10 @@ class TransformerBlock(keras.layers.Layer):
         check_rate(dropout_rate, "dropout_rate", owner)
         check_rate(attention_dropout_rate, "attention_dropout_rate", owner)
         check_rate(drop_path_rate, "drop_path_rate", owner)
+        check_gelu(gelu, owner)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
+        self.gelu = gelu
         self.dropout_rate = dropout_rate
         self.attention_dropout_rate = attention_dropout_rate
         self.drop_path_rate = drop_path_rate
@@ -258,7 +276,7 @@ class TransformerBlock(keras.layers.Layer):
         y = self.attention_output_dropout(y, training=training)
         x = x + self._drop_path(y, n, training)
         y = self.mlp_dense_0(self.layer_norm_1(x))  # [B*N, M]
-        y = ops.gelu(y, approximate=True)
+        y = ops.gelu(y, approximate=self.gelu == "tanh")
         y = self.mlp_dropout_0(y, training=training)
         y = self.mlp_dropout_1(self.mlp_dense_1(y), training=training)  # [B*N, C]
         x = x + self._drop_path(y, n, training)
@@ -275,6 +293,7 @@ class TransformerBlock(keras.layers.Layer):
             dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             drop_path_rate=self.drop_path_rate,
+            gelu=self.gelu,
         )
         return config
 
@@ -348,6 +367,7 @@ def build_encoder(
     num_frames=None,
     grid=None,
     fuser_mix_tokens_over_time=True,
+    gelu="tanh",
     dtype=None,
 ):
     """Applies the encoder to a symbolic (or eager) tensor; returns the normalised tokens.
@@ -366,6 +386,8 @@ def build_encoder(
         grid: `(h, w)` patch grid of one frame (needed by TokenLearner v1).
         fuser_mix_tokens_over_time: video fuser mixes all `T*S` tokens (paper, default)
             or the S tokens of each frame (Scenic's ViViT; needed to load its weights).
+        gelu: GELU form of the blocks' MLPs (`TransformerBlock`); the TokenLearner and
+            TokenFuser MLPs keep the reference's tanh form.
         dtype: dtype policy of the layers (default: the global policy).
 
     Returns:
@@ -415,6 +437,7 @@ def build_encoder(
             dropout_rate=dropout_rate,
             attention_dropout_rate=attention_dropout_rate,
             drop_path_rate=rate,
+            gelu=gelu,
             dtype=dtype,
             name=f"encoderblock_{i}",
         )(x)

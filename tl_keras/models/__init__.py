@@ -12,6 +12,8 @@ model = models.vit_b16(image_size=384, tokenlearner=TL(8, at=6, fuser=True))
 model = models.create_model("vivit_l16", num_frames=32, tokenlearner="16@12")
 models.list_models("vit_l*")
 model = models.x2plus1d_m(num_classes=157, tokenlearner=8)
+model = models.vit_b16(weights="ViT-B_16.npz", tokenlearner=TL(8, at=6), num_classes=10)
+model.weights_report.summary()  # loaded / resized / left as initialised / skipped
 ```
 """
 
@@ -44,7 +46,7 @@ from tl_keras.models.vivit import (
     vivit_l14,
     vivit_l16,
 )
-from tl_keras.models.x2plus1d import X2Plus1D, x2plus1d_m
+from tl_keras.models.x2plus1d import X2Plus1D, x2plus1d_m, x2plus1d_tiny
 
 __all__ = [
     "UnknownArgumentError",
@@ -73,4 +75,5 @@ __all__ = [
     "vivit_l10",
     "X2Plus1D",
     "x2plus1d_m",
+    "x2plus1d_tiny",
 ]

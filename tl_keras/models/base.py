@@ -20,11 +20,19 @@ Keyword arguments are checked before anything is built: an unknown one
 valid names (as `tl_keras.configs` does for config keys), so a typo never builds the
 default model. The only `keras.Model` keyword passed on is `trainable` (the functional
 `keras.Model` drops every other one silently, `dtype` included).
+
+Every model also takes `weights=` (a path, a model or a checkpoint dict to start from)
+and `weights_kernel_init=` (`"central_frame"` / `"average"`: how a ViViT inflates a 2-D
+patch kernel); they are not part of `get_config()`. The model is built, then
+`tl_keras.convert.load_pretrained` loads the weights; its report (what was loaded,
+adapted, left as initialised, skipped) is `model.weights_report` (None without
+`weights`).
 """
 
 import dataclasses
 import difflib
 import inspect
+import os
 
 import keras
 
@@ -97,22 +105,28 @@ class UnknownArgumentError(TypeError, ValueError):
 # `keras.Model` keywords a family model passes on (the functional model honours only
 # `trainable`); `name` is a constructor argument of its own.
 BASE_KEYWORDS = ("trainable",)
+# Keywords of the weights to start from (not model arguments: not in `get_config()`).
+WEIGHTS_KEYWORDS = ("weights", "weights_kernel_init")
+WEIGHTS_KERNEL_INITS = ("central_frame", "average")  # = models.vivit.inflate.KERNEL_INITS
 
 
 def check_keywords(owner, kwargs, valid):
     """Raises `UnknownArgumentError` for a key of `kwargs` that is not in `valid` (the
-    constructor's arguments, `name` and `BASE_KEYWORDS`), naming it and the closest valid
-    names. `weights=` (pretrained weights by name or path) is not supported yet; `None`
-    is accepted as "no weights"."""
-    if kwargs.get("weights", None) is not None:
-        raise UnknownArgumentError(
-            f"{owner}: `weights={kwargs['weights']!r}` is not supported yet; build the "
-            "model, then load weights with `model.load_weights(path)` (a .weights.h5 file) "
-            "or `tl_keras.convert` (Flax / Scenic / JAX ViT checkpoints)."
-        )
-    valid = sorted(set(valid) | {"name", *BASE_KEYWORDS})
+    constructor's arguments, `name`, `BASE_KEYWORDS` and `WEIGHTS_KEYWORDS`), naming it
+    and the closest valid names. A `weights` path that does not exist raises
+    FileNotFoundError and a wrong `weights_kernel_init` ValueError, both before
+    anything is built."""
+    weights = kwargs.get("weights", None)
+    if (isinstance(weights, (str, os.PathLike)) and "://" not in os.fspath(weights)
+            and not os.path.exists(weights)):  # a remote (gs://) path is checked on reading
+        raise FileNotFoundError(f"{owner}: `weights`: no such file {os.fspath(weights)!r}.")
+    init = kwargs.get("weights_kernel_init", "central_frame")
+    if init not in WEIGHTS_KERNEL_INITS:
+        raise ValueError(f"{owner}: `weights_kernel_init` must be one of "
+                         f"{WEIGHTS_KERNEL_INITS}, got {init!r}.")
+    valid = sorted(set(valid) | {"name", *BASE_KEYWORDS, *WEIGHTS_KEYWORDS})
     for key in kwargs:
-        if key == "weights" or key in valid:
+        if key in valid:
             continue
         if key == "dtype":
             raise UnknownArgumentError(
@@ -156,12 +170,27 @@ class FamilyModel(keras.Model):
 
     def __init__(self, arguments, name=None, **kwargs):
         check_keywords(type(self).__name__, kwargs, arguments)
-        kwargs.pop("weights", None)  # None: no weights
+        weights = kwargs.pop("weights", None)  # None: no weights
+        kernel_init = kwargs.pop("weights_kernel_init", "central_frame")
         resolved = self.resolve(**arguments)
         inputs, outputs = self.build_graph(resolved)
         super().__init__(inputs=inputs, outputs=outputs, name=name or self.family, **kwargs)
         self._arguments = _serialisable(arguments)
         self.resolved = resolved
+        report = None
+        if weights is not None:
+            from tl_keras.convert import load_pretrained  # convert imports the models
+
+            report = load_pretrained(self, weights, kernel_init=kernel_init)
+        # Past Keras' attribute tracking: the report is a plain dict, not model state.
+        object.__setattr__(self, "_weights_report", report)
+
+    @property
+    def weights_report(self):
+        """What `weights=` loaded (`tl_keras.convert.WeightsReport`: `format`, `loaded`,
+        `adapted`, `initialised`, `skipped`, `notes`, `source`; `.summary()`), or None
+        when the model was built without `weights`."""
+        return self.__dict__.get("_weights_report")
 
     @classmethod
     def resolve(cls, **arguments):

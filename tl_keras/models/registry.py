@@ -10,7 +10,7 @@ every family package), which any import of a `tl_keras.models` module does first
 import copy
 import fnmatch
 
-from tl_keras.models.base import BASE_KEYWORDS, check_keywords
+from tl_keras.models.base import BASE_KEYWORDS, WEIGHTS_KEYWORDS, check_keywords
 from tl_keras.models.specs import MODEL_SPECS
 
 _ENTRYPOINTS = {}
@@ -71,7 +71,12 @@ def create_model(model_name, /, **kwargs):
     """Builds a registered model: `create_model("vit_b16", num_classes=10,
     tokenlearner=TL(8, at=6))`. Keyword arguments override the size table (`name=` sets
     the Keras model name); an unknown one raises `UnknownArgumentError` naming it and the
-    closest valid names, before any layer is built."""
+    closest valid names, before any layer is built.
+
+    `weights=PATH_OR_MODEL` starts the model from pretrained weights (any ViT layout of
+    `tl_keras.convert.load_pretrained`, a tl_keras `.keras` / `.weights.h5` file or
+    model; `weights_kernel_init="central_frame"` or `"average"` inflates a 2-D patch
+    kernel for a ViViT); the report is `model.weights_report`."""
     cls = model_class(model_name)
     _check_keywords(model_name, cls, kwargs)
     return cls(**model_arguments(model_name, **kwargs))
@@ -98,6 +103,6 @@ def resolve_model(model_name, /, **kwargs):
     _check_keywords(model_name, cls, kwargs)
     arguments = model_arguments(model_name, **kwargs)
     defaults = cls.defaults()
-    for key in ("name", "weights", *BASE_KEYWORDS):
+    for key in ("name", *WEIGHTS_KEYWORDS, *BASE_KEYWORDS):
         arguments.pop(key, None)
     return cls.resolve(**{**defaults, **arguments})

@@ -71,6 +71,20 @@ MODEL_SPECS = {
         head_width=432,
         fc_width=2048,
     ),
+    # X(2+1)D-M scaled down for `--runlocal` and tests (`experiments/charades.py`): two
+    # stages instead of four, so that the last one (res5's role, holding the module) is
+    # 4x4 per frame at 32 px; 8 frames.
+    "x2plus1d_tiny": dict(
+        family="x2plus1d",
+        num_frames=8,
+        image_size=32,
+        stem_width=16,
+        widths=(24, 48),
+        depths=(2, 2),
+        expansion=2.0,
+        head_width=96,
+        fc_width=96,
+    ),
 }
 
 

@@ -11,9 +11,9 @@ events, `config.json`, `metrics.json`, `export/<step>/`):
   (`checkpoint.py`). The workdir must be writable and is locked against a second training
   run (`workdir/train.lock`); both are checked before anything is built.
 * `evaluate`: a continuous evaluator: waits for each new checkpoint in `workdir`, evaluates it
-  once (multi-view), writes its summaries, and stops after the final step (or after
-  `eval.wait_timeout_s` without a new checkpoint). Runs beside a `train` job ("train on the
-  TPU, evaluate on a CPU/GPU job"), or after it.
+  once (multi-view, or per segment with `data.eval_split=segments`), writes its summaries,
+  and stops after the final step (or after `eval.wait_timeout_s` without a new checkpoint).
+  Runs beside a `train` job ("train on the TPU, evaluate on a CPU/GPU job"), or after it.
 * `train_and_evaluate`: trains, evaluates every `train.eval_every` steps and at the end.
 * `export` (`export_run`): restores the newest checkpoint into a one-device model and writes
   `export/<step>/saved_model` (for TF Serving) and `export/<step>/model.keras` with
@@ -61,6 +61,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tl_keras import configs as configs_lib
+from tl_keras.convert import load_pretrained
 from tl_keras.export import export_model
 from tl_keras.train import checkpoint as ckpt_lib
 from tl_keras.train import metrics as metrics_lib
@@ -392,7 +393,18 @@ _PEER_ERRORS = (
 
 
 class _Evaluator:
-    """Multi-view evaluation of `model` over one pass of the eval data, under `si.strategy`."""
+    """Evaluation of `model` over one pass of the eval data, under `si.strategy`.
+
+    Batches are `(x, y)` (`x` `[B, ...]`, or `[B, V, ...]`: V views of each video, merged on
+    device by `eval.average`) or, for the segment test (`data.eval_split=segments`),
+    `(x, y, video_ids)`: one segment view per row; the logits, labels and ids of every
+    replica are gathered and merged per video on the host (`metrics.merge_segments`, by
+    `eval.segment_merge`), whichever batches and replicas a video's segments fell into.
+
+    With `task.eval_model_fn` (e.g. the network at `data.eval_crop_size`) the model that
+    runs is `task.eval_model_fn(model)`, asked for again before every evaluation so it holds
+    the current weights.
+    """
 
     def __init__(self, cfg, si, model, task):
         self.cfg, self.si, self.model, self.task = cfg, si, model, task
@@ -403,11 +415,16 @@ class _Evaluator:
             return task.eval_dataset_fn(ctx, batch)
 
         self.dataset = strategy.distribute_datasets_from_function(dataset_fn)
-        model_rank = len(model.inputs[0].shape)
-        multilabel = task.multilabel
-        average = cfg.eval.average
+        self._traced_for = None  # the model `eval_step` was made for
+        self.eval_step = None
 
-        def replica_fn(x, y):
+    def _make_eval_step(self, model):
+        strategy = self.si.strategy
+        model_rank = len(model.inputs[0].shape)
+        multilabel = self.task.multilabel
+        average = self.cfg.eval.average
+
+        def replica_fn(x, y, *ids):
             views = None
             if x.shape.rank == model_rank + 1:  # [B, V, ...]: merge the view axis
                 views = tf.shape(x)[1]
@@ -420,29 +437,48 @@ class _Evaluator:
                     logits = tf.reduce_mean(probs, axis=1)
                 else:
                     logits = tf.reduce_mean(logits, axis=1)
-            return logits, tf.cast(y, tf.float32)
+            return (logits, tf.cast(y, tf.float32), *ids)
 
         @tf.function
         def eval_step(batch):
-            x, y = batch
-            scores, labels = strategy.run(replica_fn, args=(x, y))
-            return strategy.gather(scores, axis=0), strategy.gather(labels, axis=0)
+            outputs = strategy.run(replica_fn, args=tuple(batch))
+            return tuple(strategy.gather(t, axis=0) for t in outputs)
 
-        self.eval_step = eval_step
+        return eval_step
+
+    def _eval_model(self):
+        if self.task.eval_model_fn is None:
+            return self.model
+        with self.si.strategy.scope():
+            return self.task.eval_model_fn(self.model)
 
     def __call__(self):
-        scores, labels = [], []
+        model = self._eval_model()
+        if model is not self._traced_for:
+            self.eval_step, self._traced_for = self._make_eval_step(model), model
+        scores, labels, ids = [], [], []
         start = time.time()
         for i, batch in enumerate(self.dataset):
             if self.cfg.eval.num_steps is not None and i >= self.cfg.eval.num_steps:
                 break
-            s, y = self.eval_step(batch)
+            s, y, *video_ids = self.eval_step(batch)
             scores.append(s.numpy())
             labels.append(y.numpy())
+            ids.extend(v.numpy() for v in video_ids)
         if not scores:
             raise RuntimeError("The evaluation data is empty (check data.eval_pattern).")
         scores, labels = np.concatenate(scores), np.concatenate(labels)
-        out = metrics_lib.compute_metrics(scores, labels, multilabel=self.task.multilabel)
+        multilabel = self.task.multilabel
+        segments = None
+        if ids:  # segment test: one row per segment view -> one per video
+            segments = len(scores)
+            scores, labels, _ = metrics_lib.merge_segments(
+                scores, labels, np.concatenate(ids), merge=self.cfg.eval.segment_merge,
+                average=self.cfg.eval.average, multilabel=multilabel,
+            )
+        out = metrics_lib.compute_metrics(scores, labels, multilabel=multilabel)
+        if segments is not None:
+            out["num_segments"] = segments
         out["eval_time_s"] = time.time() - start
         return out
 
@@ -455,7 +491,7 @@ def evaluate_model(cfg, si, model, task):
 def _write_eval(writer, step, metrics):
     with writer.as_default(step=step):
         for k, v in metrics.items():
-            if k in ("num_examples",) or not isinstance(v, (int, float)):
+            if k in ("num_examples", "num_segments") or not isinstance(v, (int, float)):
                 continue
             _scalar(f"eval/{k}", v)
     writer.flush()
@@ -463,7 +499,10 @@ def _write_eval(writer, step, metrics):
 
 def _metric_line(metrics):
     keys = [k for k in ("top1", "top5", "mAP", "mean_class_accuracy") if k in metrics]
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys) + f" ({metrics['num_examples']} examples)"
+    count = f"{metrics['num_examples']} examples"
+    if "num_segments" in metrics:
+        count += f", {metrics['num_segments']} segments"
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys) + f" ({count})"
 
 
 def _append_history(workdir, record):
@@ -530,7 +569,11 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
     with strategy.scope():
         model = task.model_fn()
         if cfg.model.init_checkpoint:
-            model.load_weights(cfg.model.init_checkpoint)
+            # Any layout of `weights=` (a ViT checkpoint, a `.keras` of another model of the
+            # family, a `.weights.h5` of this one); a resumed run then restores over it.
+            report = load_pretrained(model, cfg.model.init_checkpoint)
+            if si.is_chief:
+                out.write(f"tl_keras: init_checkpoint {report.summary()}\n")
         schedule = optim_lib.WarmupDecay(
             peak_lr, total_steps, warmup_steps, cfg.optim.schedule, cfg.optim.end_lr
         )

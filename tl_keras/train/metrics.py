@@ -9,6 +9,9 @@
 * `merge_views`: multi-view test (e.g. 4 clips x 3 crops): the views of a video are averaged,
   as logits (default) or as probabilities (softmax, or sigmoid for multi-label), before the
   metric.
+* `merge_segments`: segment test (Charades, paper A.3): the outputs of all segments of a
+  video, rows tagged with the video's id, are merged by `max` or `mean` (as logits, or as
+  probabilities) into one row per video.
 
 Scores are `[N, K]`; labels are `[N, K]` (one-hot or multi-hot) or `[N]` class indices.
 """
@@ -23,6 +26,8 @@ __all__ = [
     "mean_average_precision",
     "mean_class_accuracy",
     "merge_views",
+    "merge_segments",
+    "SEGMENT_MERGES",
     "compute_metrics",
 ]
 
@@ -103,6 +108,41 @@ def merge_views(logits, average="logits", multilabel=False):
         probs = 1.0 / (1.0 + np.exp(-logits)) if multilabel else _softmax(logits)
         return probs.mean(axis=1)
     raise ValueError(f"eval.average={average!r}: expected 'logits' or 'probabilities'")
+
+
+SEGMENT_MERGES = ("max", "mean")
+
+
+def merge_segments(logits, labels, video_ids, merge="max", average="logits", multilabel=False):
+    """Per-segment rows -> one row per video: `(scores [N, K], labels [N, K], ids [N])`.
+
+    `logits` `[M, K]`, `labels` `[M, K]` and `video_ids` `[M]` hold one row per segment
+    view, in any order (segments of a video may be spread over batches and replicas).
+    `average="probabilities"` first maps the logits to softmax (sigmoid for multi-label)
+    probabilities; then the rows of each video are reduced by `merge` (`"max"` or
+    `"mean"`). Videos come out sorted by id; a video's label is that of its first row.
+    """
+    if merge not in SEGMENT_MERGES:
+        raise ValueError(f"eval.segment_merge={merge!r}: expected one of {SEGMENT_MERGES}")
+    if average not in ("logits", "probabilities"):
+        raise ValueError(f"eval.average={average!r}: expected 'logits' or 'probabilities'")
+    scores = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    video_ids = np.asarray(video_ids).reshape(-1)
+    if not (scores.shape[0] == labels.shape[0] == video_ids.shape[0]):
+        raise ValueError(
+            f"merge_segments: {scores.shape[0]} logit rows, {labels.shape[0]} label rows and "
+            f"{video_ids.shape[0]} video ids; expected one of each per segment"
+        )
+    if average == "probabilities":
+        scores = 1.0 / (1.0 + np.exp(-scores)) if multilabel else _softmax(scores)
+    ids, first, inverse = np.unique(video_ids, return_index=True, return_inverse=True)
+    reduce = np.maximum if merge == "max" else np.add
+    merged = np.full((len(ids), scores.shape[1]), -np.inf if merge == "max" else 0.0)
+    reduce.at(merged, inverse, scores)  # [N, K]
+    if merge == "mean":
+        merged /= np.bincount(inverse, minlength=len(ids))[:, None]
+    return merged, labels[first], ids
 
 
 def compute_metrics(scores, labels, multilabel=False):

@@ -24,7 +24,11 @@ class Task:
     examples, reading the share `input_context.input_pipeline_id` of
     `input_context.num_input_pipelines`. Train data repeats and drops the remainder; eval data
     is one pass. Eval inputs may carry a view axis: `[B, V, ...]` (multi-view test).
-    Labels are `[B, K]` (one-hot or multi-hot).
+    Labels are `[B, K]` (one-hot or multi-hot). Segment-test eval batches are
+    `(inputs, labels, video_ids)`, one segment per row (merged per id by the loop).
+    `eval_model_fn(model)`, if set, returns the model to evaluate in place of `model`
+    (e.g. the same network at `data.eval_crop_size`) holding `model`'s current weights; the
+    loop calls it under the strategy scope before every evaluation.
     """
 
     model_fn: Callable[[], keras.Model]
@@ -32,3 +36,4 @@ class Task:
     eval_dataset_fn: Optional[Callable] = None
     multilabel: bool = False
     num_train_examples: Optional[int] = None
+    eval_model_fn: Optional[Callable[[keras.Model], keras.Model]] = None

@@ -7,7 +7,16 @@
   trained; a `ConfigError` names the key (batch not divisible by the replicas, TokenLearner
   position out of range, crop larger than the resized frame, missing data directory, ...).
 * `model_kwargs(cfg)` / `build_model(cfg)`: `tl_keras.models.create_model(name, **kwargs)`.
-* `make_task(cfg)`: the `Task` (model_fn, dataset fns, multilabel, train size) for the loop.
+* `make_task(cfg)`: the `Task` (model_fn, dataset fns, multilabel, train size) for the loop;
+  with `data.eval_crop_size` different from the training size also `eval_model_fn`: the
+  same network built at the evaluation size, given the trained weights before every
+  evaluation (`copy_weights`: equal shapes copied, a ViT / ViViT position embedding resized).
+
+Splits: `data.train_split` is the split trained on (the TFDS split of TFDS images; the shards
+`<train_split>*` of TFRecords while `data.train_pattern` keeps its default `train*`).
+`data.eval_split` is the evaluation protocol: `validation` (centre clip), `test`
+(`eval.num_clips` x `eval.num_crops` views averaged) or `segments` (video: the whole video
+as `data.num_frames`-frame segments, their outputs merged by `eval.segment_merge`, paper A.3).
 
 Datasets (`data.dataset`): a registered name (`kinetics400`, `kinetics600`, `charades`, `avid`,
 `imagenet2012`, see `tl_keras.data.list_datasets()`), or the built-in `synthetic_single`
@@ -17,15 +26,26 @@ Datasets (`data.dataset`): a registered name (`kinetics400`, `kinetics600`, `cha
 from __future__ import annotations
 
 import os
+import weakref
 
+import numpy as np
 import tensorflow as tf
 
 from tl_keras import data as data_lib
 from tl_keras.configs import ConfigError
 from tl_keras.models import TL, create_model, get_model_spec
+from tl_keras.models.vit.model import adapt_position_embedding
 from tl_keras.train.task import Task
 
-__all__ = ["resolve_data", "validate", "model_kwargs", "build_model", "make_task", "SYNTHETIC"]
+__all__ = [
+    "resolve_data",
+    "validate",
+    "model_kwargs",
+    "build_model",
+    "copy_weights",
+    "make_task",
+    "SYNTHETIC",
+]
 
 SYNTHETIC = {"synthetic_single": "single", "synthetic_multi": "multi"}
 # Generated in memory by the caller (experiments/imagenet.py --runlocal passes its own Task).
@@ -45,6 +65,9 @@ _ARCH_FIELDS = (
     "module",
     "fuser",
 )
+
+
+_DEFAULT_TRAIN_PATTERN = "train*"  # DataConfig.train_pattern's default
 
 
 def _is_synthetic(cfg):
@@ -91,6 +114,9 @@ def resolve_data(cfg):
             _set_default(d, name, value)
         return cfg
     info = _dataset_info(cfg)
+    if (d.train_pattern == _DEFAULT_TRAIN_PATTERN and d.train_split != "train"
+            and "[" not in d.train_split):
+        d.train_pattern = f"{d.train_split}*"  # the shards of the split trained on
     _set_default(d, "num_classes", info.num_classes)
     _set_default(d, "multilabel", info.multilabel)
     _set_default(d, "crop_size", info.crop_size)
@@ -100,7 +126,7 @@ def resolve_data(cfg):
         _set_default(d, "num_frames", info.num_frames)
         _set_default(d, "stride", info.stride)
         _set_default(d, "min_resize", info.min_resize)
-        if d.eval_split == "test":
+        if d.eval_split == "test":  # `segments` takes no views from the test protocol
             _set_default(cfg.eval, "num_clips", info.num_test_clips)
             _set_default(cfg.eval, "num_crops", info.num_test_crops)
     return cfg
@@ -137,14 +163,76 @@ def model_kwargs(cfg):
     return kwargs
 
 
-def build_model(cfg):
-    """The model of `cfg` (call inside `strategy.scope()`); errors name the config key."""
+def build_model(cfg, image_size=None):
+    """The model of `cfg` (call inside `strategy.scope()`); errors name the config key.
+
+    `image_size`: build it at this input size instead (the evaluation model)."""
+    kwargs = model_kwargs(cfg)
+    if image_size is not None:
+        kwargs["image_size"] = image_size
     try:
-        return create_model(cfg.model.name, **model_kwargs(cfg))
+        return create_model(cfg.model.name, **kwargs)
     except ValueError as e:
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(f"model ({cfg.model.name}): {e} (config keys model.*)") from None
+        where = f" at data.eval_crop_size={image_size}" if image_size is not None else ""
+        raise ConfigError(f"model ({cfg.model.name}){where}: {e} (config keys model.*)") from None
+
+
+def _eval_image_size(cfg):
+    """The evaluation input size when it differs from the trained model's, else None."""
+    d = cfg.data
+    if d.eval_crop_size is None:
+        return None
+    train_size = cfg.model.image_size or d.crop_size
+    return None if d.eval_crop_size == train_size else d.eval_crop_size
+
+
+def copy_weights(source, target):
+    """Copies the weights of `source` into `target`, the same network built at another
+    input size (`data.eval_crop_size`): weights are paired in order (the same names);
+    equal shapes are copied, a ViT / ViViT position embedding (`posembed_input`) is
+    resized to the target's token grid (`adapt_position_embedding`: bilinear per frame).
+    Any other weight whose shape depends on the input size is a `ConfigError`: that model
+    cannot be evaluated at another size."""
+    pairs = list(zip(source.weights, target.weights))
+    if len(source.weights) != len(target.weights) or any(a.path != b.path for a, b in pairs):
+        raise ConfigError(
+            f"data.eval_crop_size: the evaluation model {target.name} does not have the "
+            f"weights of the trained {source.name} (names differ); leave data.eval_crop_size "
+            "unset for this model."
+        )
+    for a, b in pairs:
+        if tuple(a.shape) == tuple(b.shape):
+            b.assign(a.value)
+            continue
+        resolved = (getattr(source, "resolved", None), getattr(target, "resolved", None))
+        if a.path.split("/")[0] == "posembed_input" and None not in resolved:
+            prefix = resolved[0].num_prefix_tokens
+            adapted = adapt_position_embedding(np.asarray(a.value), prefix, resolved[1])
+            if adapted is not None and tuple(adapted.shape) == tuple(b.shape):
+                b.assign(adapted.astype(b.dtype))
+                continue
+        raise ConfigError(
+            f"data.eval_crop_size: weight {a.path!r} of {source.name} has shape "
+            f"{tuple(a.shape)} at the training size but {tuple(b.shape)} at the evaluation "
+            "size, and only a ViT / ViViT position embedding can be resized; leave "
+            "data.eval_crop_size unset (or equal to data.crop_size) for this model."
+        )
+
+
+def _eval_model_fn(cfg, image_size):
+    """`Task.eval_model_fn`: builds the network at `image_size` once per trained model and
+    copies the trained weights into it on every call."""
+    built = weakref.WeakKeyDictionary()
+
+    def eval_model_fn(model):
+        if model not in built:
+            built[model] = build_model(cfg, image_size=image_size)
+        copy_weights(model, built[model])
+        return built[model]
+
+    return eval_model_fn
 
 
 def _exists(path):
@@ -236,6 +324,41 @@ def validate(cfg, num_replicas=1, modes=("train",)):
             f"data.crop_size={image} (the model's image size) is not divisible by "
             f"model.patch_size={patch}."
         )
+    if d.eval_crop_size is not None:
+        if d.min_resize is not None and d.eval_crop_size > d.min_resize:
+            raise ConfigError(
+                f"data.eval_crop_size={d.eval_crop_size} is larger than the resized frame "
+                f"(data.min_resize={d.min_resize}); use data.eval_crop_size <= data.min_resize."
+            )
+        if patch and d.eval_crop_size % patch:
+            raise ConfigError(
+                f"data.eval_crop_size={d.eval_crop_size} is not divisible by "
+                f"model.patch_size={patch}."
+            )
+    # Data: splits and the evaluation protocol.
+    if d.eval_split == "segments":
+        if _modality(cfg) != "video":
+            raise ConfigError(
+                "data.eval_split='segments' cuts videos into clips; "
+                f"data.dataset={d.dataset!r} is an image dataset (use 'validation')."
+            )
+        if cfg.eval.num_clips not in (None, 1):
+            raise ConfigError(
+                f"eval.num_clips={cfg.eval.num_clips} applies to data.eval_split='test'; "
+                "'segments' takes as many clips as cover each video: set eval.num_clips=none."
+            )
+    if _is_synthetic(cfg) and d.train_split != "train":
+        raise ConfigError(
+            f"data.train_split={d.train_split!r}: the built-in dataset {d.dataset!r} has one "
+            "training split, 'train'."
+        )
+    from_tfds = _modality(cfg) == "image" and d.train_pattern is None
+    if "[" in d.train_split and not from_tfds:
+        raise ConfigError(
+            f"data.train_split={d.train_split!r} slices a TFDS split, but the training data "
+            f"are TFRecords (data.train_pattern={d.train_pattern!r}); name the shards in "
+            "data.train_pattern instead."
+        )
     frames = m.num_frames or d.num_frames
     tubelet = m.tubelet_size or spec.get("tubelet_size")
     if "num_frames" in spec and frames and tubelet and frames % tubelet:
@@ -281,9 +404,12 @@ def make_task(cfg, modes=("train",)):
         )
     modality = _modality(cfg)
     seed = cfg.train.seed
+    eval_crop = d.eval_crop_size or d.crop_size
 
     def model_fn():
         return build_model(cfg)
+
+    eval_size = _eval_image_size(cfg)
 
     if modality == "video":
         extra = {}
@@ -295,7 +421,6 @@ def make_task(cfg, modes=("train",)):
             num_classes=d.num_classes,
             num_frames=d.num_frames,
             stride=d.stride,
-            crop_size=d.crop_size,
             min_resize=d.min_resize,
             multilabel=d.multilabel,
             label_offset=d.label_offset,
@@ -306,22 +431,24 @@ def make_task(cfg, modes=("train",)):
         def train_dataset_fn(ctx, batch_size):
             return data_lib.video_dataset(
                 _pattern_path(cfg, d.train_pattern), split="train", batch_size=batch_size,
-                shuffle=d.shuffle, seed=seed, input_context=ctx, **common,
+                shuffle=d.shuffle, seed=seed, input_context=ctx, crop_size=d.crop_size,
+                **common,
             )
 
         def eval_dataset_fn(ctx, batch_size):
             views = {}
             if d.eval_split == "test":
                 views = dict(num_clips=e.num_clips or 1, num_crops=e.num_crops or 1)
+            elif d.eval_split == "segments":
+                views = dict(num_clips=1, num_crops=e.num_crops or 1)
             return data_lib.video_dataset(
                 _pattern_path(cfg, d.eval_pattern), split=d.eval_split, batch_size=batch_size,
-                input_context=ctx, **views, **common,
+                input_context=ctx, crop_size=eval_crop, **views, **common,
             )
     else:
         common = dict(
             dataset=d.dataset,
             data_dir=d.data_dir if d.train_pattern is None else None,
-            image_size=d.crop_size,
             resize_size=d.min_resize,
             num_classes=d.num_classes,
             label_offset=d.label_offset,
@@ -330,14 +457,15 @@ def make_task(cfg, modes=("train",)):
 
         def train_dataset_fn(ctx, batch_size):
             return data_lib.image_dataset(
-                _pattern_path(cfg, d.train_pattern), split="train", batch_size=batch_size,
-                shuffle=d.shuffle, seed=seed, input_context=ctx, **common,
+                _pattern_path(cfg, d.train_pattern), split="train", tfds_split=d.train_split,
+                batch_size=batch_size, shuffle=d.shuffle, seed=seed, input_context=ctx,
+                image_size=d.crop_size, **common,
             )
 
         def eval_dataset_fn(ctx, batch_size):
             return data_lib.image_dataset(
                 _pattern_path(cfg, d.eval_pattern), split=d.eval_split, batch_size=batch_size,
-                input_context=ctx, **common,
+                input_context=ctx, image_size=eval_crop, **common,
             )
 
     return Task(
@@ -346,4 +474,5 @@ def make_task(cfg, modes=("train",)):
         eval_dataset_fn=eval_dataset_fn,
         multilabel=bool(d.multilabel),
         num_train_examples=d.num_train_examples,
+        eval_model_fn=_eval_model_fn(cfg, eval_size) if eval_size is not None else None,
     )

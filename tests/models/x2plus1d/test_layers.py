@@ -11,8 +11,11 @@ from test_case import TestCase, gradients, perturb_weights, to_numpy
 from tl_keras.convert import load_flax_params
 from tl_keras.layers import VectorAttention
 from tl_keras.models.x2plus1d.layers import (
+    MODULE_DESCRIPTIONS,
+    MODULE_TITLES,
     MODULES,
     Conv2Plus1D,
+    FrameBroadcastAttention,
     FrameMLPMixer,
     SpaceTimeAttention,
     SpaceTimeModule,
@@ -127,6 +130,110 @@ class TestFrameMLPMixer(TestCase):
         x = rand(*SHAPE)
         update = to_numpy(layer(x)) - x  # [B, T, H, W, C]
         np.testing.assert_allclose(update, np.broadcast_to(update[:, :, :1, :1], update.shape), atol=1e-5)
+
+
+class TestVectorTransformer(TestCase):
+    """`SpaceTimeAttention(attention="vector")`: Table 14's "Vector transformer (VectT)"."""
+
+    def test_contract(self):
+        self.run_layer_test(
+            SpaceTimeAttention, {"axis": "joint", "attention": "vector", "dropout_rate": 0.1},
+            rand(2, 2, 4, 4, 8), (2, 2, 4, 4, 8),
+        )
+
+    def test_matches_vector_attention_on_the_flattened_positions(self):
+        layer = SpaceTimeAttention("joint", attention="vector")
+        x = rand(2, 2, 3, 3, 8)
+        out = to_numpy(layer(x))
+        tokens = layer.norm(x.reshape(2, 18, 8))
+        expected = x + to_numpy(layer.attention(tokens)).reshape(x.shape)
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+        assert isinstance(layer.attention, VectorAttention)
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match="attention"):
+            SpaceTimeAttention(attention="linear")
+
+
+class TestFrameBroadcastAttention(TestCase):
+    @pytest.mark.parametrize("attention", ["vector", "prior"])
+    def test_contract(self, attention):
+        self.run_layer_test(
+            FrameBroadcastAttention, {"attention": attention, "dropout_rate": 0.1},
+            rand(*SHAPE), SHAPE,
+        )
+
+    @pytest.mark.parametrize("attention", ["vector", "prior"])
+    def test_update_is_broadcast_over_each_frame(self, attention):
+        layer = FrameBroadcastAttention(attention)
+        x = rand(*SHAPE)
+        layer(x)
+        perturb_weights(layer)
+        update = to_numpy(layer(x)) - x  # [B, T, H, W, C]
+        np.testing.assert_allclose(
+            update, np.broadcast_to(update[:, :, :1, :1], update.shape), atol=1e-5)
+        assert np.abs(update).max() > 1e-3
+
+    def test_prior_is_a_fixed_mix_of_the_frames(self):
+        """With the prior, the weights do not depend on the input: frame t's update is
+        `softmax(P)[t] @ f_v(LN(pooled))`, checked in NumPy."""
+        layer = FrameBroadcastAttention("prior")
+        x = rand(*SHAPE)
+        layer(x)
+        prior = rand(4, 4)
+        layer.prior.assign(prior)
+        p = x.mean(axis=(2, 3))  # [B, T, C]
+        mu, var = p.mean(-1, keepdims=True), p.var(-1, keepdims=True)
+        ln = (p - mu) / np.sqrt(var + layer.norm.epsilon)
+        v = ln @ to_numpy(layer.value.kernel) + to_numpy(layer.value.bias)
+        w = np.exp(prior) / np.exp(prior).sum(-1, keepdims=True)
+        expected = x + np.einsum("ts,bsc->btc", w, v)[:, :, None, None, :]
+        np.testing.assert_allclose(to_numpy(layer(x)), expected, atol=1e-4)
+
+    def test_vector_mixes_frames_by_content(self):
+        """VectT's weights depend on the tokens: changing frame 0 changes the update of
+        frame 3 (through the attention, not only through frame 0's value)."""
+        layer = FrameBroadcastAttention("vector")
+        x = rand(*SHAPE)
+        layer(x)
+        perturb_weights(layer)
+        x2 = x.copy()
+        x2[:, 0] += rand(2, 8, 8, 8)
+        d = np.abs(to_numpy(layer(x2)) - to_numpy(layer(x)))[:, 3].max()
+        assert d > 1e-4
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match="attention"):
+            FrameBroadcastAttention("mhsa")
+        with pytest.raises(ValueError, match="dropout_rate"):
+            FrameBroadcastAttention(dropout_rate=1.5)
+
+
+class TestModuleRegistry:
+    def test_every_module_has_a_title_and_table14_rows_a_description(self):
+        assert set(MODULE_TITLES) == set(MODULES)
+        assert set(MODULE_DESCRIPTIONS) <= set(MODULES)
+        for module in ("conv2d_vector_transformer", "conv2d_prior_broadcast",
+                       "conv2d_vector_transformer_broadcast"):
+            assert MODULES[module][0] == "conv2d"  # Table 14: "Conv2D + transformer"
+            assert MODULE_DESCRIPTIONS[module].count(".") >= 1
+
+    def test_config_lists_exactly_the_model_modules(self):
+        """`model.module` of the config accepts the names of the registry the model
+        uses (`MODULES`), in its order, and nothing else."""
+        import typing
+
+        from tl_keras import configs
+
+        hint = typing.get_type_hints(configs.ModelConfig)["module"]
+        allowed = [a for a in typing.get_args(hint) if a is not type(None)]
+        assert len(allowed) == 1
+        assert typing.get_args(allowed[0]) == tuple(MODULES)
+        cfg = configs.Config()
+        configs.apply_overrides(cfg, ["model.module=conv2d_prior_broadcast"])
+        assert cfg.model.module == "conv2d_prior_broadcast"
+        with pytest.raises(configs.ConfigError, match="model.module"):
+            configs.apply_overrides(cfg, ["model.module=conv3d"])
 
 
 class TestTokenLearnerModule(TestCase):

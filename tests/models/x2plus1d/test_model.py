@@ -72,6 +72,15 @@ class TestBuild:
             "conv2d_tokenlearner"
         ]
 
+    def test_runlocal_size(self):
+        """`x2plus1d_tiny` (charades.py / avid.py --runlocal): the last of its two stages
+        holds the TokenLearner module at 4x4 per frame of a 32 px, 8-frame clip."""
+        r = resolve_model("x2plus1d_tiny", num_classes=12, tokenlearner=4)
+        assert r.widths == (24, 48) and r.depths == (2, 2) and r.inner_widths == (48, 96)
+        assert r.num_frames == 8 and r.image_size == (32, 32) and r.grid(1) == (4, 4)
+        assert [r.stage_module(i) for i in range(2)] == ["conv2d_conv1d", "conv2d_tokenlearner"]
+        assert r.num_tokens == 4
+
     @pytest.mark.slow
     def test_full_size_structure(self):
         """X3D-M widths and depths; res5 is 7x7 per frame at 224 px (built, not run)."""

@@ -21,7 +21,7 @@ from tl_keras.layers.embeddings import (
     resize_position_embedding,
     tile_position_embedding,
 )
-from tl_keras.layers.transformer import build_encoder, check_tokenlearner
+from tl_keras.layers.transformer import build_encoder, check_gelu, check_tokenlearner
 from tl_keras.models.base import Checks, FamilyModel, Resolved, constructor_arguments
 from tl_keras.models.registry import create_model, register_family, register_model
 from tl_keras.models.specs import MODEL_SPECS, TL, as_tl
@@ -53,6 +53,7 @@ class TransformerArguments(Resolved):
     tokenlearner: Optional[TL]
     extra_layers: int
     fuser_mix_tokens_over_time: bool
+    gelu: str  # "tanh" or "exact": the GELU form of the encoder blocks' MLPs
 
     @property
     def positions(self):
@@ -95,6 +96,7 @@ def resolve_transformer(
     num_frames=None,
     tubelet_size=None,
     fuser_mix_tokens_over_time=True,
+    gelu="tanh",
 ):
     """Checks the arguments of a ViT (`family="vit"`) or ViViT (`"vivit"`) and derives
     the token grid."""
@@ -149,6 +151,7 @@ def resolve_transformer(
             "use `pooling='gap'` (the reference) with `tokenlearner`."
         )
     check.boolean(fuser_mix_tokens_over_time, "fuser_mix_tokens_over_time")
+    check_gelu(gelu, owner)
     return TransformerArguments(
         family=family,
         image_size=image_size,
@@ -171,6 +174,7 @@ def resolve_transformer(
         tokenlearner=tl,
         extra_layers=extra_layers,
         fuser_mix_tokens_over_time=fuser_mix_tokens_over_time,
+        gelu=gelu,
     )
 
 
@@ -194,6 +198,7 @@ def build_trunk(x, r):
         num_frames=r.frames,
         grid=r.grid,
         fuser_mix_tokens_over_time=r.fuser_mix_tokens_over_time,
+        gelu=r.gelu,
     )  # [B, N', C]
     x = TokenPooling(r.pooling, name="pool")(x)  # [B, C]
     if r.representation_size is not None:
@@ -268,9 +273,16 @@ class ViT(TransformerModel):
         tokenlearner: `tl_keras.TL(num_tokens, at, fuser=False, version="1.1")`, its
             config dict or a string like `"8@6+fuser"`; None = plain ViT.
         extra_layers: blocks added after the TokenLearner (the paper's "24+11", Table 2).
+        gelu: GELU form of the encoder MLPs: `"tanh"` (the approximation of the JAX ViT
+            reference, default) or `"exact"` (erf; timm and keras-hub ViTs use it, so
+            their weights need it for the same logits).
         name: model name.
-        **kwargs: `trainable` (the one `keras.Model` argument passed on); any other
-            keyword raises `UnknownArgumentError` naming it and the closest valid names.
+        **kwargs: `trainable` (the one `keras.Model` argument passed on);
+            `weights=PATH_OR_MODEL` to start from (any ViT checkpoint layout, a tl_keras
+            `.keras` file or model: `tl_keras.convert.load_pretrained`; report in
+            `model.weights_report`, docs/weights.md) and `weights_kernel_init` (ViViT:
+            `"central_frame"` / `"average"`); any other keyword raises
+            `UnknownArgumentError` naming it and the closest valid names.
 
     Input `[B, H, W, 3]` (`"images"`); output logits `[B, num_classes]` in float32.
     Every argument is checked before any weight is made (ValueError naming it).
@@ -295,6 +307,7 @@ class ViT(TransformerModel):
         representation_size=None,
         tokenlearner=None,
         extra_layers=0,
+        gelu="tanh",
         name=None,
         **kwargs,
     ):

@@ -37,6 +37,16 @@ def inflate_kernel(kernel, frames, kernel_init, owner="inflate_kernel"):
     return np.tile(kernel[None], (frames, 1, 1, 1, 1)) / frames
 
 
+def tile_fuser_mixing(value, frames):
+    """An image TokenFuser's token mixing (kernel `[S, S]` or bias `[S]`) -> that of a
+    fuser mixing all `T'*S` tokens of a clip, started as the per-frame mixing:
+    block-diagonal kernel `[T'S, T'S]`, bias tiled `[T'S]`."""
+    value = np.asarray(value, np.float32)
+    if value.ndim == 2:
+        return np.kron(np.eye(frames, dtype=np.float32), value)  # [T'S, T'S]
+    return np.tile(value, frames)  # [T'S]
+
+
 class _Absent(Exception):
     """The ViT has no such layer (optional layers then keep their initialisation)."""
 
@@ -76,10 +86,8 @@ def _layer_values(layer, source, vit_model, r, kernel_init):
         frames = layer.token_mixing.kernel.shape[0] // source.token_mixing.kernel.shape[0]
         kernel, bias = layer.token_mixing.kernel, layer.token_mixing.bias
         for i, (w, v) in enumerate(values):
-            if frames > 1 and w is kernel:
-                values[i] = (w, np.kron(np.eye(frames, dtype=np.float32), v))  # [T'S, T'S]
-            elif frames > 1 and w is bias:
-                values[i] = (w, np.tile(v, frames))  # [T'S]
+            if frames > 1 and (w is kernel or w is bias):
+                values[i] = (w, tile_fuser_mixing(v, frames))
     wrong = [
         f"{w.path}: ViT {tuple(v.shape)}, ViViT {tuple(w.shape)}"
         for w, v in values if tuple(v.shape) != tuple(w.shape)

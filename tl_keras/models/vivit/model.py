@@ -35,8 +35,13 @@ class ViViT(TransformerModel):
             `T/t * S` tokens of the clip (paper §2.2 on the video's tokens, default) or
             over the S tokens of each frame (Scenic's ViViT; use False to load its
             checkpoints).
+        gelu: GELU form of the encoder MLPs, `"tanh"` (default) or `"exact"` (as
+            `tl_keras.models.ViT`).
         Other arguments: as `tl_keras.models.ViT` (size defaults: ViViT-B/16x2 of
-            `MODEL_SPECS`).
+            `MODEL_SPECS`), `weights=` included: an image checkpoint or ViT gets its 2-D
+            patch kernel inflated over the tubelet by `weights_kernel_init`
+            (`"central_frame"`, default, or `"average"`) and its position embedding
+            tiled over time.
 
     Input `[B, T, H, W, 3]` (`"videos"`); output logits `[B, num_classes]` (float32).
     """
@@ -63,6 +68,7 @@ class ViViT(TransformerModel):
         tokenlearner=None,
         extra_layers=0,
         fuser_mix_tokens_over_time=True,
+        gelu="tanh",
         name=None,
         **kwargs,
     ):

@@ -5,22 +5,26 @@ residual unit and the bottleneck modules of Tables 12-14), the model (`model`:
 
 from tl_keras.models.x2plus1d.layers import (
     DEFAULT_MODULE,
+    MODULE_DESCRIPTIONS,
     MODULE_TITLES,
     MODULES,
     Conv2Plus1D,
+    FrameBroadcastAttention,
     FrameMLPMixer,
     SpaceTimeAttention,
     SpaceTimeModule,
     TokenLearnerModule,
     X2Plus1DUnit,
 )
-from tl_keras.models.x2plus1d.model import X2PLUS1D_M, X2Plus1D, x2plus1d_m
+from tl_keras.models.x2plus1d.model import X2PLUS1D_M, X2Plus1D, x2plus1d_m, x2plus1d_tiny
 
 __all__ = [
     "DEFAULT_MODULE",
     "MODULES",
     "MODULE_TITLES",
+    "MODULE_DESCRIPTIONS",
     "Conv2Plus1D",
+    "FrameBroadcastAttention",
     "FrameMLPMixer",
     "SpaceTimeAttention",
     "SpaceTimeModule",
@@ -29,4 +33,5 @@ __all__ = [
     "X2PLUS1D_M",
     "X2Plus1D",
     "x2plus1d_m",
+    "x2plus1d_tiny",
 ]

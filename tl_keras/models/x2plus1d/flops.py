@@ -56,6 +56,16 @@ PAPER_MODULES = {
     "spatial_tokenlearner": (6.2, 1.11, 58.9),
 }
 
+#: The paper's Table 14 (components, Charades 6 fps mAP; no GFLOPs given): module -> mAP.
+PAPER_TABLE14 = {
+    "conv2d_joint_mhsa": 58.4,  # "Standard transformer (MHSA)"
+    "conv2d_vector_transformer": 58.1,
+    "conv2d_prior_broadcast": 58.6,
+    "conv2d_vector_transformer_broadcast": 58.9,
+    "conv2d_tokenlearner_mhsa": 59.0,
+    "conv2d_tokenlearner": 59.6,
+}
+
 #: The paper's whole-network GFLOPs of one 64-frame view (Tables 10-11).
 PAPER_NETWORKS = {"conv2d_conv1d": 532.0, "conv2d_tokenlearner": 487.0}
 
@@ -132,6 +142,16 @@ def module_cost(module=DEFAULT_MODULE, input_shape=PAPER_INPUT, **options):
             cost.add(part, macs, params + norm_params(c))
         elif part == "mlp_mixer":
             cost.add("mlp_mixer", *_mlp_mixer_cost(t, c))
+        elif part == "joint_vectt":
+            macs, params = vector_attention_cost(positions, c)
+            cost.add(part, macs, params + norm_params(c))
+        elif part == "vectt_broadcast":
+            macs, params = vector_attention_cost(t, c)  # over the T pooled frame tokens
+            cost.add(part, macs, params + norm_params(c))
+        elif part == "prior_broadcast":
+            value_macs, value_params = dense_cost(c, c, positions=t)
+            # value projection + the T x T prior applied per channel
+            cost.add(part, value_macs + t * t * c, value_params + t * t + norm_params(c))
         else:  # tokenlearner, tokenlearner_mhsa
             attention = "mhsa" if part == "tokenlearner_mhsa" else "vector"
             cost.extend("", token_module_cost(

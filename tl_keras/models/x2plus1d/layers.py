@@ -6,9 +6,11 @@ H x W grid, C channels):
 
 * `Conv2Plus1D`: a (2+1)D convolution, `k x k` 2-D spatial conv per frame -> BN -> ReLU
   -> `k_t`-tap 1-D temporal conv (X3D's 3-D convs factorised as in the paper §6.1);
-* `SpaceTimeAttention`: pre-LN multi-head self-attention + residual over all `T*H*W`
-  positions (`"joint"`), the `H*W` positions of each frame (`"spatial"`) or the T frames
-  of each position (`"temporal"`);
+* `SpaceTimeAttention`: pre-LN multi-head self-attention (or vector attention,
+  `attention="vector"`) + residual over all `T*H*W` positions (`"joint"`), the `H*W`
+  positions of each frame (`"spatial"`) or the T frames of each position (`"temporal"`);
+* `FrameBroadcastAttention`: attention over per-frame pooled tokens (vector attention, or
+  a learned prior alone) whose output is broadcast back to every position (Table 14);
 * `FrameMLPMixer`: an MLP-Mixer block over per-frame pooled tokens whose updates are
   broadcast back to every position;
 * `TokenLearnerModule`: Fig. 9's core, `x + Fuser(Transformer(TokenLearner(x)), x)`, with
@@ -204,6 +206,8 @@ class Conv2Plus1D(keras.layers.Layer):
 # Attention and mixing over a video feature map.
 
 ATTENTION_AXES = ("joint", "spatial", "temporal")
+#: The transformers of the modules: MHSA, or the paper's Vector Transformer (Appendix A.1).
+TRANSFORMERS = ("vector", "mhsa")
 
 
 def _mha(owner, num_heads, channels, dropout_rate, name):
@@ -218,7 +222,7 @@ def _mha(owner, num_heads, channels, dropout_rate, name):
 
 @keras.saving.register_keras_serializable(package="tl_keras")
 class SpaceTimeAttention(keras.layers.Layer):
-    """Pre-LN multi-head self-attention with residual, `x + MHSA(LN(x))`, over
+    """Pre-LN self-attention with residual, `x + MHSA(LN(x))` (or `x + VectT(LN(x))`), over
 
     * `"joint"`: all `T*H*W` positions (one sequence per video; "joint space-time MHSA");
     * `"spatial"`: the `H*W` positions of each frame (T sequences);
@@ -226,27 +230,36 @@ class SpaceTimeAttention(keras.layers.Layer):
 
     The standard MHSA of the paper's ablations: `num_heads` heads of width
     `C // num_heads`, query/key/value/output projections with biases (Keras
-    `MultiHeadAttention`).
+    `MultiHeadAttention`). `attention="vector"` uses the paper's Vector Transformer
+    instead (`VectorAttention`, Appendix A.1: one attention map per channel; Table 14's
+    "Vector transformer (VectT)"); its memory is `N x N x C` for N positions per sequence.
 
     Args:
         axis: `"joint"`, `"spatial"` or `"temporal"`.
-        num_heads: attention heads (paper: 8).
+        num_heads: attention heads (paper: 8; unused by `"vector"`).
         dropout_rate: dropout on the attention weights.
+        attention: `"mhsa"` (default) or `"vector"`.
         **kwargs: base layer arguments.
 
     Input and output `[B, T, H, W, C]`.
     """
 
-    def __init__(self, axis="joint", num_heads=8, dropout_rate=0.0, **kwargs):
+    def __init__(self, axis="joint", num_heads=8, dropout_rate=0.0, attention="mhsa",
+                 **kwargs):
         super().__init__(**kwargs)
         owner = type(self).__name__
         if axis not in ATTENTION_AXES:
             raise ValueError(f"{owner}: `axis` must be one of {ATTENTION_AXES}, got {axis!r}.")
+        if attention not in TRANSFORMERS:
+            raise ValueError(
+                f"{owner}: `attention` must be one of {TRANSFORMERS}, got {attention!r}."
+            )
         check_positive_int(num_heads, "num_heads", owner)
         check_rate(dropout_rate, "dropout_rate", owner)
         self.axis = axis
         self.num_heads = num_heads
         self.dropout_rate = dropout_rate
+        self.attention_type = attention
         self.norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
         )
@@ -254,9 +267,16 @@ class SpaceTimeAttention(keras.layers.Layer):
 
     def build(self, input_shape):
         _, _, _, _, c = _check_video(input_shape, type(self).__name__)
-        self.attention = _mha(self, self.num_heads, c, self.dropout_rate, "attention")
         self.norm.build((None, None, c))
-        self.attention.build((None, None, c), (None, None, c))
+        if self.attention_type == "vector":
+            self.attention = VectorAttention(
+                attention_dropout_rate=self.dropout_rate, dtype=self.dtype_policy,
+                name="attention",
+            )
+            self.attention.build((None, None, c))
+        else:
+            self.attention = _mha(self, self.num_heads, c, self.dropout_rate, "attention")
+            self.attention.build((None, None, c), (None, None, c))
 
     def call(self, inputs, training=None):
         _, t, h, w, c = inputs.shape
@@ -268,7 +288,10 @@ class SpaceTimeAttention(keras.layers.Layer):
             x = ops.transpose(inputs, (0, 2, 3, 1, 4))  # [B, H, W, T, C]
             x = ops.reshape(x, (-1, t, c))  # [B*H*W, T, C]
         y = self.norm(x)
-        y = self.attention(y, y, y, training=training)
+        if self.attention_type == "vector":
+            y = self.attention(y, training=training)
+        else:
+            y = self.attention(y, y, y, training=training)
         if self.axis == "temporal":
             y = ops.reshape(y, (-1, h, w, t, c))  # [B, H, W, T, C]
             y = ops.transpose(y, (0, 3, 1, 2, 4))  # [B, T, H, W, C]
@@ -281,7 +304,8 @@ class SpaceTimeAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(axis=self.axis, num_heads=self.num_heads, dropout_rate=self.dropout_rate)
+        config.update(axis=self.axis, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+                      attention=self.attention_type)
         return config
 
 
@@ -373,11 +397,89 @@ class FrameMLPMixer(keras.layers.Layer):
         return config
 
 
+#: How `FrameBroadcastAttention` mixes the frame tokens.
+BROADCAST_ATTENTIONS = ("vector", "prior")
+
+
+@keras.saving.register_keras_serializable(package="tl_keras")
+class FrameBroadcastAttention(keras.layers.Layer):
+    """Attention over one pooled token per frame, broadcast back to every position (the
+    "+ broadcasting" rows of the paper's Table 14, which have no TokenLearner and no
+    TokenFuser): each frame is average-pooled to a token, `p` `[B, T, C]`, then
+
+    * `"vector"`: `y = VectT(LN(p))`, the Vector Transformer (`VectorAttention`,
+      Appendix A.1) over the T frame tokens ("VectT + broadcasting");
+    * `"prior"`: `y[t] = sum_s softmax_s(P)[t, s] f_v(LN(p))[s]`, an attention whose
+      weights are a learned `T x T` prior `P` alone, with no query-key term (our reading
+      of "Prior-only-attention + broadcasting"; `P` starts at zero: a uniform average);
+
+    and `y[t]` is added to every position of frame t: `out = x + y[:, :, None, None, :]`.
+    The paper gives only the rows' names; the pooled frame tokens are those of the
+    MLP-Mixer row (`FrameMLPMixer`).
+
+    Args:
+        attention: `"vector"` or `"prior"`.
+        dropout_rate: dropout on the attention weights.
+        **kwargs: base layer arguments.
+
+    Input and output `[B, T, H, W, C]` (the `"prior"` weights fix T when built).
+    """
+
+    def __init__(self, attention="vector", dropout_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        if attention not in BROADCAST_ATTENTIONS:
+            raise ValueError(
+                f"{owner}: `attention` must be one of {BROADCAST_ATTENTIONS}, got {attention!r}."
+            )
+        check_rate(dropout_rate, "dropout_rate", owner)
+        self.attention = attention
+        self.dropout_rate = dropout_rate
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
+        )
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy, name="dropout")
+        self.transformer = self.value = self.prior = None
+
+    def build(self, input_shape):
+        _, t, _, _, c = _check_video(input_shape, type(self).__name__)
+        self.norm.build((None, t, c))
+        if self.attention == "vector":
+            self.transformer = VectorAttention(
+                attention_dropout_rate=self.dropout_rate, dtype=self.dtype_policy,
+                name="transformer",
+            )
+            self.transformer.build((None, t, c))
+        else:
+            self.value = keras.layers.Dense(c, dtype=self.dtype_policy, name="value")
+            self.value.build((None, t, c))
+            self.prior = self.add_weight(
+                name="prior", shape=(t, t), initializer="zeros", trainable=True
+            )
+        self.dropout.build((None, t, t))
+
+    def call(self, inputs, training=None):
+        p = ops.mean(inputs, axis=(2, 3))  # [B, T, C]
+        y = self.norm(p)
+        if self.attention == "vector":
+            y = self.transformer(y, training=training)  # [B, T, C]
+        else:
+            weights = ops.softmax(ops.cast(self.prior, "float32"), axis=-1)  # [T, T]
+            weights = self.dropout(ops.cast(weights, self.compute_dtype), training=training)
+            y = ops.einsum("ts,bsc->btc", weights, self.value(y))  # [B, T, C]
+        return inputs + y[:, :, None, None, :]  # [B, T, H, W, C]
+
+    def compute_output_shape(self, input_shape):
+        return _check_video(input_shape, type(self).__name__)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(attention=self.attention, dropout_rate=self.dropout_rate)
+        return config
+
+
 # ----------------------------------------------------------------------------------------
 # TokenLearner module (Fig. 9).
-
-TRANSFORMERS = ("vector", "mhsa")
-
 
 def tokenizer_options(tokenizer):
     """Arguments the bottleneck module gives its token learner: for `"1"` the paper's
@@ -530,6 +632,9 @@ MODULES = {
     "tokenlearner_mhsa": ("tokenlearner_mhsa",),
     "conv2d_tokenlearner_mhsa": ("conv2d", "tokenlearner_mhsa"),
     "spatial_tokenlearner": ("spatial_mhsa", "tokenlearner"),
+    "conv2d_vector_transformer": ("conv2d", "joint_vectt"),
+    "conv2d_prior_broadcast": ("conv2d", "prior_broadcast"),
+    "conv2d_vector_transformer_broadcast": ("conv2d", "vectt_broadcast"),
 }
 
 #: The paper's name of each module (Tables 12-14).
@@ -546,6 +651,27 @@ MODULE_TITLES = {
     "tokenlearner_mhsa": "TokenLearner + MHSA + TokenFuser",
     "conv2d_tokenlearner_mhsa": "Conv2D + TokenLearner + MHSA + TokenFuser",
     "spatial_tokenlearner": "Ours (SpatialT + TokenLearner)",
+    "conv2d_vector_transformer": "Vector transformer (VectT)",
+    "conv2d_prior_broadcast": "Prior-only-attention + broadcasting",
+    "conv2d_vector_transformer_broadcast": "Vector transformer (VectT) + broadcasting",
+}
+
+#: What the Table 14 rows compute, from the paper's text (A.5: "we used the module
+#: composed of Conv2D + transformer (within the bottleneck)"; A.1 for VectT); the rows
+#: without TokenLearner are our reading of their names.
+MODULE_DESCRIPTIONS = {
+    "conv2d_vector_transformer": (
+        "Conv2D + the Vector Transformer (A.1: 'MHSA with the number of heads being "
+        "identical to the number of channels') over all T*H*W positions."
+    ),
+    "conv2d_prior_broadcast": (
+        "Conv2D + an attention over the per-frame pooled tokens whose weights are a "
+        "learned T x T prior alone (no query-key term), broadcast to every position."
+    ),
+    "conv2d_vector_transformer_broadcast": (
+        "Conv2D + the Vector Transformer over the per-frame pooled tokens (no "
+        "TokenLearner), its output broadcast to every position instead of a TokenFuser."
+    ),
 }
 
 DEFAULT_MODULE = "conv2d_tokenlearner"
@@ -571,7 +697,12 @@ class SpaceTimeModule(keras.layers.Layer):
       VectorAttention + TokenFuser;
     * `"tokenlearner_mhsa"`, `"conv2d_tokenlearner_mhsa"`: [Conv2D +] TokenLearner + MHSA
       + TokenFuser;
-    * `"spatial_tokenlearner"`: spatial MHSA + TokenLearner + VectorAttention + TokenFuser.
+    * `"spatial_tokenlearner"`: spatial MHSA + TokenLearner + VectorAttention + TokenFuser;
+    * `"conv2d_vector_transformer"`: Conv2D + VectorAttention over all T*H*W positions
+      (pre-LN, residual; Table 14 "Vector transformer (VectT)");
+    * `"conv2d_prior_broadcast"`, `"conv2d_vector_transformer_broadcast"`: Conv2D +
+      `FrameBroadcastAttention` (`"prior"` / `"vector"`; Table 14 "Prior-only-attention
+      + broadcasting", "VectT + broadcasting").
 
     "Conv2D" is 3x3 Conv2D -> BN -> ReLU; MHSA is `SpaceTimeAttention` (pre-LN, residual).
     A spatial stride s > 1 goes into the Conv2D; modules without one start with a
@@ -667,6 +798,14 @@ class SpaceTimeModule(keras.layers.Layer):
                 blocks.append(("norm", _bn(self, "conv2d_norm")))
             elif part == "conv1d":
                 blocks.append(("conv", _conv(self, c, (kt, 1, 1), groups=groups, name="conv1d")))
+            elif part == "joint_vectt":
+                blocks.append(("layer", SpaceTimeAttention(
+                    "joint", self.num_heads, self.dropout_rate, attention="vector",
+                    dtype=self.dtype_policy, name="joint_vectt")))
+            elif part in ("prior_broadcast", "vectt_broadcast"):
+                blocks.append(("layer", FrameBroadcastAttention(
+                    "prior" if part == "prior_broadcast" else "vector", self.dropout_rate,
+                    dtype=self.dtype_policy, name=part)))
             elif part.endswith("_mhsa") and not part.startswith("tokenlearner"):
                 axis = part[: -len("_mhsa")]
                 blocks.append(("layer", SpaceTimeAttention(

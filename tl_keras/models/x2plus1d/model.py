@@ -351,3 +351,12 @@ def x2plus1d_m(num_classes=X2Plus1D.defaults()["num_classes"], **kwargs):
     res5 (paper §6: Charades 66.3 mAP, AViD 53.8%, Tables 10-11). Defaults: those of
     `X2Plus1D` (64 frames, 224 px, `module="conv2d_tokenlearner"`, `tokenlearner=8`)."""
     return create_model("x2plus1d_m", num_classes=num_classes, **kwargs)
+
+
+@register_model
+def x2plus1d_tiny(num_classes=X2Plus1D.defaults()["num_classes"], **kwargs):
+    """X(2+1)D-M scaled down for `--runlocal` (`experiments/charades.py`, `avid.py`) and
+    tests: the same units, stem, head and module slot, with two stages (widths 24 / 48,
+    2 units each, inner widths 2x) instead of four, 8 frames of 32 px, so that the last
+    stage, which holds `module` (default `"conv2d_tokenlearner"`), is 4x4 per frame."""
+    return create_model("x2plus1d_tiny", num_classes=num_classes, **kwargs)

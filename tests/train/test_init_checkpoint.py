@@ -1,0 +1,121 @@
+"""`model.init_checkpoint` (the trainer's start from weights, `tl_keras.convert.
+load_pretrained`): an image ViT of `experiments/imagenet.py --runlocal` starts the
+ViViT of `experiments/kinetics.py --runlocal` (paper §5.2: "ViViT initialised from a 2-D
+ViT"), with the features of the image model on a frame-replicated clip.
+
+The two runlocal models share width, depth, heads, MLP, TokenLearner placement, crop
+(32 px) and class count, but not the patch: imagenet's is 4, kinetics' 8. The kinetics
+side is therefore run with `--set model.patch_size=4` (a patch-8 ViViT is refused, with
+the file and the misfit named: `test_a_file_that_does_not_fit_names_it_and_the_misfits`).
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tl_keras.models  # noqa: F401  (registers the models for keras.saving.load_model)
+from experiments import imagenet, kinetics
+from tl_keras import configs
+from tl_keras.convert import load_pretrained
+from tl_keras.train import tasks
+
+pytestmark = pytest.mark.tf_only
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def _kinetics_cfg(init_checkpoint, patch_size=4):
+    cfg = kinetics.get_config(runlocal=True)
+    configs.apply_overrides(cfg, [f"model.patch_size={patch_size}",
+                                  f"model.init_checkpoint={init_checkpoint}"])
+    tasks.resolve_data(cfg)  # classes and frames of the dataset, as the command does
+    return cfg
+
+
+def _features(model):
+    """The pooled (pre-head) features of a ViT / ViViT."""
+    return keras.Model(model.input, model.get_layer("head").input)
+
+
+def _frame_replicated(images, frames):
+    return np.repeat(images[:, None], frames, axis=1)  # [B, H, W, 3] -> [B, T, H, W, 3]
+
+
+@pytest.fixture(scope="module")
+def image_model_file(tmp_path_factory):
+    """The runlocal image ViT (the trainer's model function) with random weights, as a
+    `.keras` file: what a run's `export/<step>/model.keras` is, without the run."""
+    cfg = imagenet.get_config(runlocal=True)
+    model = imagenet.runlocal_task(cfg).model_fn()
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.2, w.shape).astype("float32"))
+    path = str(tmp_path_factory.mktemp("image") / "model.keras")
+    model.save(path)
+    return path, model
+
+
+def test_runlocal_vivit_starts_with_the_image_features(image_model_file):
+    """The ViViT the trainer builds, after the trainer's init step: on a clip of one
+    repeated frame its features (and logits: same class count) are the image ViT's."""
+    path, image_model = image_model_file
+    cfg = _kinetics_cfg(path)
+    video_model = tasks.make_task(cfg).model_fn()
+    report = load_pretrained(video_model, cfg.model.init_checkpoint)
+    assert report["format"] == "keras" and report["source"] == path
+    assert "embedding/kernel" in report["adapted"]  # inflated over the tubelet
+    assert "Transformer/posembed_input/pos_embedding" in report["adapted"]  # tiled
+    assert report["initialised"] == [] and report["skipped"] == {}
+    frames = video_model.resolved.num_frames
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    want = np.asarray(_features(image_model)(images))
+    got = np.asarray(_features(video_model)(_frame_replicated(images, frames)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(video_model(_frame_replicated(images, frames))),
+                               np.asarray(image_model(images)), rtol=1e-4, atol=1e-5)
+
+
+def test_a_file_that_does_not_fit_names_it_and_the_misfits(image_model_file):
+    path, _ = image_model_file
+    cfg = _kinetics_cfg(path, patch_size=8)  # kinetics' own runlocal patch
+    video_model = tasks.make_task(cfg).model_fn()
+    before = [np.asarray(w) for w in video_model.weights]
+    with pytest.raises(ValueError) as err:
+        load_pretrained(video_model, cfg.model.init_checkpoint)
+    message = str(err.value)
+    assert path in message and "embedding/kernel" in message and "wrong shape" in message
+    for w, v in zip(video_model.weights, before):
+        np.testing.assert_array_equal(np.asarray(w), v)  # nothing assigned
+
+
+def _run(args, env, timeout=900):
+    proc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.mark.slow
+def test_kinetics_runlocal_trains_from_an_imagenet_runlocal_export(tmp_path):
+    """The command-line path: an image run's export starts a video run, which logs the
+    report and trains."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+               TL_KERAS_DATA_DIR=str(tmp_path / "data"))
+    env.pop("TF_CONFIG", None)
+    image_dir, video_dir = str(tmp_path / "image"), str(tmp_path / "video")
+    _run([sys.executable, "experiments/imagenet.py", "--runlocal", f"--workdir={image_dir}",
+          "--set", "train.num_steps=5"], env)
+    exported = sorted(glob.glob(os.path.join(image_dir, "export", "*", "model.keras")))
+    assert exported, os.listdir(image_dir)
+    proc = _run([sys.executable, "experiments/kinetics.py", "--runlocal",
+                 f"--workdir={video_dir}", "--set", f"model.init_checkpoint={exported[-1]}",
+                 "model.patch_size=4", "train.num_steps=5", "eval.num_steps=1"], env)
+    log = proc.stdout + proc.stderr
+    assert f"tl_keras: init_checkpoint {exported[-1]} (keras):" in log, log[-3000:]
+    assert "2-D kernel inflated over 2 frames (central_frame)" in log
+    assert os.path.exists(os.path.join(video_dir, "metrics.json"))
