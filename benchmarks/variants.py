@@ -125,7 +125,7 @@ def groups(quick):
             Group(
                 "vit_tiny", "tiny ViT (32 px, /8, 32 wide, 4 blocks)", "vit_ti16", tiny,
                 (32, 32, 3),
-                [("base", None), ("4-TL at 2", TL(4, at=2)), ("8-TL at 2", TL(8, at=2)),
+                [("base", None), ("4-TL at 2", TL(4, at=2)),
                  ("4-TL at 2 + fuser", TL(4, at=2, fuser=True))],
                 infer_batch=2, train_batch=2,
                 peer=dict(model="vit_base_patch16_224",

@@ -89,7 +89,9 @@ def _write_token_maps(model, task, workdir):
     from tl_keras import visualize
 
     path = os.path.join(workdir, "token_maps.png")
-    if visualize.write_token_maps(model, task.eval_dataset_fn(tf.distribute.InputContext(), 2), path):
+    ds = task.eval_dataset_fn(tf.distribute.InputContext(), 2)
+    ds = ds.map(lambda x, *rest: (task.model_inputs(x), *rest))  # uint8 pixels: normalised
+    if visualize.write_token_maps(model, ds, path):
         print(f"tl_keras: token maps: {path}", flush=True)
 
 

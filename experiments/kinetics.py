@@ -74,6 +74,9 @@ def get_config(runlocal=False, dataset="kinetics400"):
     cfg.data.min_resize = 256
     cfg.data.eval_split = "test"
     cfg.data.eval_pattern = "validation*"
+    # uint8 pixels leave the host and are normalised on the device: faster and a quarter of
+    # the host memory of float32 clips (BENCHMARKS.md, "Input pipeline").
+    cfg.data.output_dtype = "uint8"
     cfg.eval.num_clips = 4
     cfg.eval.num_crops = 3
     cfg.eval.batch_size = 64
@@ -104,7 +107,7 @@ def runlocal_config(cfg, dataset):
         name="vivit_b16", patch_size=8, tubelet_size=2, hidden_dim=64, num_layers=4,
         num_heads=4, mlp_dim=128, tokenlearner=configs.TokenLearnerConfig(num_tokens=8, at=2),
     )
-    cfg.data = configs.DataConfig(dataset=dataset, eval_split="test")
+    cfg.data = configs.DataConfig(dataset=dataset, eval_split="test", output_dtype="uint8")
     cfg.eval = configs.EvalConfig(batch_size=16, num_clips=4, num_crops=3)
     cfg.train.batch_size = 16
     cfg.train.num_steps = 600

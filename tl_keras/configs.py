@@ -185,6 +185,15 @@ class DataConfig:
     num_train_examples: Optional[int] = _num(None, POSITIVE)  # for train.num_epochs -> steps
     on_error: Literal["skip", "raise"] = "skip"
     shuffle: bool = True
+    # Videos leave the pipeline as uint8 pixels and are normalised on the device by the
+    # loop (a quarter of the host memory traffic; BENCHMARKS.md, "Input pipeline").
+    output_dtype: Literal["float32", "uint8"] = "float32"
+    # tf.data service (tools/data_service.py): the training input is read, decoded and
+    # augmented on the workers of the dispatcher at this "host:port"; None = in process.
+    # The input position is then not checkpointed (train.checkpoint_input is ignored).
+    service_address: Optional[str] = None
+    service_processing_mode: Literal["distributed_epoch", "parallel_epochs"] = "distributed_epoch"
+    service_job_name: Optional[str] = None  # share one job between clients; None: private
 
 
 @dataclasses.dataclass

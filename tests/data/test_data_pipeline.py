@@ -53,7 +53,7 @@ def test_validation_is_middle_clip_centre_crop_each_example_once(records, helper
     x, y = helpers.collect(ds)
     assert x.shape == (5, 4, 24, 24, 3)  # last partial batch kept for evaluation
     np.testing.assert_array_equal(y.argmax(1), [0, 1, 2, 0, 1])
-    for clip in x:  # 10 frames, clip of 4 every 2 (span 7): offsets 0..3, middle 1
+    for clip in x:  # 10 frames, clip of 4 every 2: max_offset 10 - 8 = 2, middle 1
         np.testing.assert_array_equal(helpers.frame_ids(clip), [1, 3, 5, 7])
 
 

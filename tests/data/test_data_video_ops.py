@@ -45,6 +45,13 @@ def position_frames(t=3, h=10, w=14):
 
 
 # -- temporal sampling ---------------------------------------------------------------------------
+# The reference rule (DMVR `dmvr/processors.py`, see `video_ops`), for n frames every s in L:
+# test offsets int(linspace(0, max(0, L - n*s), V)), eval offset max(0, L - n*s) // 2,
+# train offsets uniform in [0, max(0, L - (n-1)*s - 1)]; a short video loops (index mod L).
+
+
+def rule_max_offset(num_total, t, stride):
+    return max(0, num_total - t * stride)
 
 
 def test_clip_indices_steps_by_stride_and_loops_a_short_video():
@@ -53,13 +60,14 @@ def test_clip_indices_steps_by_stride_and_loops_a_short_video():
 
 
 def test_random_clip_indices_offsets_cover_the_valid_range():
-    n, t, stride = 40, 5, 3  # span 13 -> offsets 0..27
+    n, t, stride = 40, 5, 3
+    top = n - (t - 1) * stride - 1  # DMVR: maxval = L - (n-1)*s, exclusive -> 0..27
     starts = set()
     for idx in over_seeds(lambda n_, s: ops.random_clip_indices(n_, t, stride, s), n, 200):
         np.testing.assert_array_equal(np.diff(idx), stride)
         assert 0 <= idx[0] and idx[-1] < n
         starts.add(int(idx[0]))
-    assert min(starts) == 0 and max(starts) == 27
+    assert min(starts) == 0 and max(starts) == top
     assert len(starts) > 20  # spread over the range, not stuck
 
 
@@ -71,18 +79,31 @@ def test_random_clip_indices_same_seed_same_clip_and_short_video_loops():
     np.testing.assert_array_equal(short, [0, 1, 2, 3, 4, 0, 1, 2])
 
 
-def test_middle_clip_indices():
-    # 20 frames, clip of 4 every 2 spans 7 frames: offsets 0..13, middle 6.
-    np.testing.assert_array_equal(
-        both(lambda n: ops.middle_clip_indices(n, 4, 2), 20), [6, 8, 10, 12]
-    )
+@pytest.mark.parametrize("num_total", [5, 8, 20, 21, 23])
+def test_middle_clip_indices(num_total):
+    # 4 frames every 2: offset max(0, L - 8) // 2 (21 -> 6, where "L - span 7" gave 7).
+    offset = rule_max_offset(num_total, 4, 2) // 2
+    expected = (offset + 2 * np.arange(4)) % num_total
+    out = both(lambda n: ops.middle_clip_indices(n, 4, 2), num_total)
+    np.testing.assert_array_equal(out, expected)
 
 
-def test_linspace_clip_indices_first_to_last_offset():
-    out = both(lambda n: ops.linspace_clip_indices(n, 4, 2, 3), 21)  # offsets 0..14
-    np.testing.assert_array_equal(out, [[0, 2, 4, 6], [7, 9, 11, 13], [14, 16, 18, 20]])
+def test_linspace_clip_indices_truncates_linspace_to_max_offset():
+    # 21 frames, 4 every 2: max_offset 13, linspace 0, 6.5, 13 -> offsets 0, 6, 13.
+    out = both(lambda n: ops.linspace_clip_indices(n, 4, 2, 3), 21)
+    np.testing.assert_array_equal(out, [[0, 2, 4, 6], [6, 8, 10, 12], [13, 15, 17, 19]])
+    # The example: 50 frames, 8 every 2, 4 clips -> starts 0 / 11 / 22 / 34.
+    out = both(lambda n: ops.linspace_clip_indices(n, 8, 2, 4), 50)
+    np.testing.assert_array_equal(out[:, 0], [0, 11, 22, 34])
+    np.testing.assert_array_equal(np.diff(out, axis=1), 2)
+    # One clip is the middle clip (the reference's single test clip), not offset 0.
     one = both(lambda n: ops.linspace_clip_indices(n, 4, 2, 1), 21)
-    np.testing.assert_array_equal(one, [[7, 9, 11, 13]])
+    np.testing.assert_array_equal(one, [[6, 8, 10, 12]])
+
+
+def test_linspace_clip_indices_short_video_all_clips_loop_from_zero():
+    out = both(lambda n: ops.linspace_clip_indices(n, 4, 2, 3), 5)  # 5 < 4 * 2
+    np.testing.assert_array_equal(out, [[0, 2, 4, 1]] * 3)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +111,7 @@ def test_linspace_clip_indices_first_to_last_offset():
     [
         # 4 frames every 2: a segment steps over 8 stored frames and spans 7.
         (5, [[0, 2, 4, 1]]),  # shorter than one segment: one clip, looping
-        (8, [[0, 2, 4, 6]]),  # exactly one segment: the middle clip (offsets 0..1 -> 0)
+        (8, [[0, 2, 4, 6]]),  # exactly one segment: the middle clip (max_offset 8 - 8 = 0)
         (9, [[0, 2, 4, 6], [2, 4, 6, 8]]),  # just over one: two, the last ends at frame 8
         # 2.5 segments -> 3, offsets k * 13 // 2 = 0, 6, 13: the last ends at the last frame.
         (20, [[0, 2, 4, 6], [6, 8, 10, 12], [13, 15, 17, 19]]),

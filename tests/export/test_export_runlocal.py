@@ -12,7 +12,8 @@ import pytest
 
 from tf_noise import noise_lines
 
-pytestmark = [pytest.mark.slow, pytest.mark.tf_only]
+# One worker runs the module: its fixture is a training run, built once.
+pytestmark = [pytest.mark.slow, pytest.mark.tf_only, pytest.mark.xdist_group("export_runlocal")]
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 

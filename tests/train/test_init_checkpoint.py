@@ -9,11 +9,6 @@ side is therefore run with `--set model.patch_size=4` (a patch-8 ViViT is refuse
 the file and the misfit named: `test_a_file_that_does_not_fit_names_it_and_the_misfits`).
 """
 
-import glob
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -25,8 +20,6 @@ from tl_keras.convert import load_pretrained
 from tl_keras.train import tasks
 
 pytestmark = pytest.mark.tf_only
-
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def _kinetics_cfg(init_checkpoint, patch_size=4):
@@ -93,29 +86,6 @@ def test_a_file_that_does_not_fit_names_it_and_the_misfits(image_model_file):
         np.testing.assert_array_equal(np.asarray(w), v)  # nothing assigned
 
 
-def _run(args, env, timeout=900):
-    proc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"{args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-@pytest.mark.slow
-def test_kinetics_runlocal_trains_from_an_imagenet_runlocal_export(tmp_path):
-    """The command-line path: an image run's export starts a video run, which logs the
-    report and trains."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-               TL_KERAS_DATA_DIR=str(tmp_path / "data"))
-    env.pop("TF_CONFIG", None)
-    image_dir, video_dir = str(tmp_path / "image"), str(tmp_path / "video")
-    _run([sys.executable, "experiments/imagenet.py", "--runlocal", f"--workdir={image_dir}",
-          "--set", "train.num_steps=5"], env)
-    exported = sorted(glob.glob(os.path.join(image_dir, "export", "*", "model.keras")))
-    assert exported, os.listdir(image_dir)
-    proc = _run([sys.executable, "experiments/kinetics.py", "--runlocal",
-                 f"--workdir={video_dir}", "--set", f"model.init_checkpoint={exported[-1]}",
-                 "model.patch_size=4", "train.num_steps=5", "eval.num_steps=1"], env)
-    log = proc.stdout + proc.stderr
-    assert f"tl_keras: init_checkpoint {exported[-1]} (keras):" in log, log[-3000:]
-    assert "2-D kernel inflated over 2 frames (central_frame)" in log
-    assert os.path.exists(os.path.join(video_dir, "metrics.json"))
+# The command-line path (an `imagenet.py --runlocal` export starts `kinetics.py --runlocal`)
+# is checked by the imagenet case of tests/train/test_train_video.py (slow), which trains
+# that image model anyway.

@@ -85,6 +85,7 @@ def reference_run(tmp_path_factory):
     return load_weights(workdir / "final_weights.npz")
 
 
+@pytest.mark.xdist_group("reference_run")  # one worker builds the module fixture
 def test_sigkill_and_restart_ends_with_identical_weights(tmp_path, reference_run):
     proc = start_script(tmp_path, *RESUME_ARGS)
     try:
@@ -110,6 +111,7 @@ def test_sigkill_and_restart_ends_with_identical_weights(tmp_path, reference_run
         assert len(json.load(f)) == 2000 - killed_at
 
 
+@pytest.mark.xdist_group("reference_run")  # one worker builds the module fixture
 def test_sigterm_saves_a_checkpoint_and_resumes_exactly(tmp_path, reference_run):
     proc = start_script(tmp_path, *RESUME_ARGS)
     try:
@@ -141,6 +143,7 @@ def mirrored_runs(tmp_path_factory):
     return one, two
 
 
+@pytest.mark.xdist_group("mirrored_runs")  # one worker builds the module fixture
 def test_mirrored_two_replicas_gives_the_one_device_loss_curve(mirrored_runs):
     one, two = mirrored_runs
     with open(one / "losses.json") as f:
@@ -154,6 +157,7 @@ def test_mirrored_two_replicas_gives_the_one_device_loss_curve(mirrored_runs):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.xdist_group("mirrored_runs")  # one worker builds the module fixture
 def test_mirrored_checkpoint_restores_on_one_device_for_export(mirrored_runs):
     _, two = mirrored_runs
     script = _script_module()

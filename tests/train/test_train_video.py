@@ -151,3 +151,26 @@ def test_runlocal_learns_in_under_five_minutes_and_exports(tmp_path, data_env, e
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     else:
         np.testing.assert_allclose(probs, 1 / (1 + np.exp(-outputs["logits"])), rtol=1e-5)
+
+    if experiment == "imagenet":
+        _kinetics_trains_from_the_image_export(step_dir / "model.keras", tmp_path, data_env)
+
+
+def _kinetics_trains_from_the_image_export(exported, tmp_path, env):
+    """`model.init_checkpoint` from the command line (paper §5.2, "ViViT initialised from a
+    2-D ViT"): the image run's export starts a kinetics run, which logs the loader's report
+    and trains. Part of the imagenet case, so CI trains the image model once; the features
+    themselves are compared in tests/train/test_init_checkpoint.py. The two runlocal models
+    differ in patch size (4 vs 8), hence `model.patch_size=4`."""
+    video_dir = tmp_path / "video_from_image"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "kinetics.py"), "--runlocal",
+         f"--workdir={video_dir}", "--set", f"model.init_checkpoint={exported}",
+         "model.patch_size=4", "train.num_steps=5", "eval.num_steps=1"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert f"tl_keras: init_checkpoint {exported} (keras):" in log, log[-3000:]
+    assert "2-D kernel inflated over 2 frames (central_frame)" in log
+    assert (video_dir / "metrics.json").exists()

@@ -25,6 +25,7 @@ from tl_keras.data.pipeline import (
 )
 from tl_keras.data.preprocessing import (
     Preprocessing,
+    normalize_inputs,
     preprocess,
     preprocess_encoded,
     preprocessing_for,
@@ -48,6 +49,7 @@ __all__ = [
     "ErrorCounter",
     "Status",
     "Preprocessing",
+    "normalize_inputs",
     "preprocessing_for",
     "preprocess",
     "preprocess_encoded",

@@ -5,12 +5,16 @@ status code instead (`errors.Status`), and the pipeline decides whether to skip 
 decodes only the frames it keeps, and checks each kept JPEG's header against
 `max_frame_pixels` (and that all kept frames have one size) before decoding it.
 
-`VideoParser` splits:
+`VideoParser` splits (clip offsets are the reference's, DMVR, see `video_ops`; for `L`
+stored frames `M = max(0, L - T * stride)`, and a video shorter than a clip loops):
 
-- `train`: a random clip (`num_frames` frames every `stride`, looping a short video), scale
-  jitter + random crop, random horizontal flip -> `[T, c, c, 3]`;
-- `validation`: the middle clip, short side resized to `min_resize`, centre crop -> `[T, c, c, 3]`;
-- `test`: `num_clips` linearly spaced clips x `num_crops` (1 = centre, 3 = along the longer
+- `train`: a random clip (`num_frames` frames every `stride`, offset uniform in
+  `[0, max(0, L - (T - 1) * stride - 1)]`), scale jitter + random crop, random horizontal
+  flip -> `[T, c, c, 3]`;
+- `validation`: the middle clip (offset `M // 2`), short side resized to `min_resize`,
+  centre crop -> `[T, c, c, 3]`;
+- `test`: `num_clips` linearly spaced clips (offsets `linspace(0, M, num_clips)` truncated;
+  one clip is the middle clip) x `num_crops` (1 = centre, 3 = along the longer
   side) -> `[V, T, c, c, 3]` with `V = num_crops * num_clips` in **crop-major** order
   (`view = crop * num_clips + clip`), or `[T, c, c, 3]` when `V == 1`;
 - `segments`: the whole video as `S` clips that evenly cover it (`video_ops.segment_indices`,
@@ -18,7 +22,11 @@ decodes only the frames it keeps, and checks each kept JPEG's header against
   `[S * num_crops, T, c, c, 3]` (crop-major: `view = crop * S + segment`), `S` dynamic
   (paper A.3: Charades is evaluated on 64-frame segments whose outputs are merged).
 
-Frames are float32, in `[-1, 1]` by default (`normalization`).
+Resized pixels are rounded to uint8; frames are then normalised to float32, `[-1, 1]` by
+default (`normalization`), or with `output_dtype="uint8"` delivered as those uint8 pixels in
+`[0, 255]`: a quarter of the
+bytes through `tf.data`'s buffers and the host-to-device copy, normalised by the consumer
+(the trainer applies `normalization` on the device, `tl_keras.data.normalize_inputs`).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ __all__ = ["VideoParser", "ImageParser", "DEFAULT_MAX_FRAME_PIXELS", "resolve_no
 DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192
 
 SPLITS = ("train", "validation", "test", "segments")
+OUTPUT_DTYPES = ("float32", "uint8")
 
 
 def resolve_normalization(normalization):
@@ -97,9 +106,15 @@ class VideoParser:
         flip: bool = True,
         normalization="[-1,1]",
         max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+        output_dtype: str = "float32",
     ):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: expected one of {SPLITS}")
+        if output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(
+                f"output_dtype={output_dtype!r}: expected one of {OUTPUT_DTYPES} ('uint8': "
+                "pixels in [0, 255], normalised by the consumer, see `normalization`)"
+            )
         for name, value in (
             ("num_frames", num_frames),
             ("stride", stride),
@@ -148,8 +163,15 @@ class VideoParser:
         self.label_offset = int(label_offset)
         self.scale_jitter = tuple(scale_jitter) if scale_jitter is not None else None
         self.flip = flip
+        self.normalization = normalization
         self.mean, self.std = resolve_normalization(normalization)
         self.max_frame_pixels = int(max_frame_pixels)
+        self.output_dtype = output_dtype
+        self._dtype = tf.as_dtype(output_dtype)
+        # Resized pixels are rounded to uint8 in both output dtypes, so the float32 output
+        # is exactly `normalize` of the uint8 one (and of what serving computes,
+        # `preprocessing.py`): the two settings train on the same values.
+        self._resize_dtype = tf.uint8
 
     @property
     def num_views(self) -> int | None:
@@ -222,7 +244,7 @@ class VideoParser:
         frames = video_ops.decode_and_crop_jpeg_frames(encoded, tf.stack([y, x, win_h, win_w]))
         if self.flip:  # on uint8, before the resize: 4x less memory to move than float32
             frames = video_ops.random_flip_left_right(frames, seed_flip)
-        return video_ops.resize_to_square(frames, self.crop_size)  # [T, c, c, 3]
+        return video_ops.resize_to_square(frames, self.crop_size, self._resize_dtype)  # [T, c, c, 3]
 
     def _validation_video(self, encoded, shape):
         """Resize short side to `min_resize` + centre crop, fused: `[T, c, c, 3]`.
@@ -233,17 +255,27 @@ class VideoParser:
         """
         window = video_ops.center_crop_window(shape[0], shape[1], self.min_resize, self.crop_size)
         frames = video_ops.decode_and_crop_jpeg_frames(encoded, window)
-        return video_ops.resize_to_square(frames, self.crop_size)
+        return video_ops.resize_to_square(frames, self.crop_size, self._resize_dtype)
 
-    def _test_video(self, encoded):
+    def _test_video(self, encoded, shape):
         """All views: `[V, T, c, c, 3]` crop-major, or `[T, c, c, 3]` for one view
-        (`segments`: always `[S * num_crops, T, c, c, 3]`)."""
+        (`segments`: always `[S * num_crops, T, c, c, 3]`).
+
+        Each kept frame is decoded once for all its crops. One crop: the whole frame is
+        resized and centre-cropped (the reference's test view, and the serving
+        pre-processing's `eval_split="test"`). Three crops: only the band they cover
+        together (`three_crop_band`: the whole longer side) is decoded and resized, then
+        cropped three times; the rows (columns) no crop uses are never decoded.
+        """
         c, t = self.crop_size, self.num_frames
-        frames = video_ops.decode_jpeg_frames(encoded)  # [C*T, H, W, 3]
-        frames = video_ops.resize_smallest(frames, self.min_resize)  # [C*T, H', W', 3]
         if self.num_crops == 1:
+            frames = video_ops.decode_jpeg_frames(encoded)  # [C*T, H, W, 3]
+            frames = video_ops.resize_smallest(frames, self.min_resize, dtype=self._resize_dtype)
             views = video_ops.center_crop(frames, c)[None]  # [1, C*T, c, c, 3]
         else:
+            window, size = video_ops.three_crop_band(shape[0], shape[1], self.min_resize, c)
+            frames = video_ops.decode_and_crop_jpeg_frames(encoded, window)  # [C*T, h, w, 3]
+            frames = video_ops.resize_to(frames, size, self._resize_dtype)  # [C*T, c, W', 3] or [.., H', c, 3]
             views = video_ops.three_crops(frames, c)  # [3, C*T, c, c, 3]
         views = tf.reshape(views, [-1, t, c, c, 3])  # crop-major: [crop, clip] -> view
         if self.split == "segments":
@@ -251,14 +283,16 @@ class VideoParser:
         return views if self.num_views > 1 else views[0]
 
     def decode_video(self, encoded, shape, seed):
-        """Encoded kept frames -> normalised float32 video of `video_shape`."""
+        """Encoded kept frames -> video of `video_shape`: normalised float32, or uint8
+        pixels (`output_dtype="uint8"`)."""
         if self.split == "train":
             video = self._train_video(encoded, shape, seed)
         elif self.split == "validation":
             video = self._validation_video(encoded, shape)
         else:
-            video = self._test_video(encoded)
-        video = video_ops.normalize(video, self.mean, self.std)
+            video = self._test_video(encoded, shape)
+        if self._dtype == tf.float32:
+            video = video_ops.normalize(video, self.mean, self.std)
         return tf.ensure_shape(video, self.video_shape)
 
     # -- whole example -----------------------------------------------------------------------
@@ -303,7 +337,7 @@ class VideoParser:
 
     def _blank_video(self):
         """Zeros of `video_shape` (one view for `segments`); bad examples are dropped later."""
-        return tf.zeros([d or 1 for d in self.video_shape], tf.float32)
+        return tf.zeros([d or 1 for d in self.video_shape], self._dtype)
 
     def blank(self, status):
         """Output of `parse` for an example that failed before parsing."""

@@ -21,6 +21,10 @@ Stages (video):
 6. `split="segments"` only: every video is numbered (`video_id`, unique over the input
    pipelines) and split into its segment views, one element each (see `video_dataset`).
 7. Batch, prefetch.
+
+With `service_address` (`tf.data` service, `_through_service`) stages 1-4 run on the service's
+workers and stages 5-7 stay in this process: skips are counted, printed and raised here, in
+`dataset.error_counter`, exactly as without the service.
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ import tensorflow as tf
 from tl_keras.data.datasets import get_dataset_info
 from tl_keras.data.decoders import ImageDecoder, VideoDecoder
 from tl_keras.data.errors import ErrorCounter, Status, bad_example_message, print_line
-from tl_keras.data.parsers import DEFAULT_MAX_FRAME_PIXELS, ImageParser, VideoParser
+from tl_keras.data import video_ops
+from tl_keras.data.parsers import (
+    DEFAULT_MAX_FRAME_PIXELS,
+    OUTPUT_DTYPES,
+    ImageParser,
+    VideoParser,
+)
 
 __all__ = ["video_dataset", "image_dataset", "expand_file_pattern", "shard_filenames"]
 
@@ -230,6 +240,7 @@ def _shuffled(ds, shuffle: bool, buffer_size: int, seed):
 
 
 _FOREVER = 2**62
+_PASS_SEED_STEP = 1_000_003  # seed[1] += pass * this (`_with_seeds`)
 
 
 def _passes(one_pass, repeat: bool):
@@ -258,12 +269,19 @@ def _with_seeds(ds, *, random: bool, seed, input_context=None):
         end = tf.equal(e["status"], Status.END_OF_PASS)
         return {**e, "pass": p, "index": tf.where(end, position, e["index"]), "seed": seeds}
 
+    def merge_random(item, seeds):
+        # The pass number is folded into the seed: a tf.data service worker handed pass p
+        # (`distributed_epoch`) restarts the random stream, and must not repeat the
+        # augmentations another worker drew for its own pass.
+        p = item[1]
+        return merge(item, seeds + tf.stack([tf.zeros_like(p), p * _PASS_SEED_STEP]))
+
     if seed is not None and input_context is not None:
         seed = seed * 1_000_003 + input_context.input_pipeline_id
     if not random:
         return ds.map(lambda numbered, p: merge((numbered, p), tf.zeros([2], tf.int64)))
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip(ds, seeds).map(merge)
+    return tf.data.Dataset.zip(ds, seeds).map(merge_random)
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,6 +473,51 @@ def _check(ds, *, counter: ErrorCounter, on_error: str, log_skipped: bool, sourc
     return ds.filter(check)
 
 
+SERVICE_PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
+
+
+def _check_service(service_address, service_processing_mode, service_job_name):
+    if service_address is None:
+        return
+    if not isinstance(service_address, str) or not service_address.strip():
+        raise ValueError(
+            f"service_address={service_address!r}: expected the dispatcher as 'host:port' or "
+            "'grpc://host:port' (None: no tf.data service)"
+        )
+    if service_processing_mode not in SERVICE_PROCESSING_MODES:
+        raise ValueError(
+            f"service_processing_mode={service_processing_mode!r}: expected one of "
+            f"{', '.join(SERVICE_PROCESSING_MODES)}"
+        )
+    if service_job_name is not None and (
+        not isinstance(service_job_name, str) or not service_job_name.strip()
+    ):
+        raise ValueError(f"service_job_name={service_job_name!r}: expected a non-empty string")
+
+
+def _through_service(ds, *, address: str, processing_mode: str, job_name, input_context):
+    """Run `ds` (records -> parsed examples, statuses included) on the `tf.data` service.
+
+    Everything before this point (reading, shuffling, pass markers, seeds, decoding and
+    augmentation) is serialized and runs on the service's workers; the caller keeps the
+    check of bad examples (the `ErrorCounter` tables live in this process), batching and
+    prefetch. `distributed_epoch`: the dispatcher hands each worker whole passes of a
+    repeated pipeline (a finite one: files), so every example is made once per pass; with
+    one worker the elements and their order are those of the local pipeline.
+    `parallel_epochs`: every worker makes the whole dataset (same seed: the same clips).
+    Each input pipeline (tf.distribute worker) reads its own files, so a named job gets the
+    pipeline id appended; unnamed jobs are private to the iterator.
+    """
+    if job_name is not None and input_context is not None:
+        if input_context.num_input_pipelines > 1:
+            job_name = f"{job_name}_{input_context.input_pipeline_id}"
+    return ds.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=processing_mode, service=address, job_name=job_name
+        )
+    )
+
+
 def _finish(
     ds,
     *,
@@ -464,17 +527,36 @@ def _finish(
     deterministic: bool,
     counter: ErrorCounter,
     keys: tuple[str, ...],
+    normalize=None,
+    large_batches: bool = False,
 ):
     """Batch the checked example dicts, keep the tuple of `keys` (`(x, y)`, or `(x, y, id)`
     for segments; a map per batch, not per example), prefetch, set the options and attach
-    `error_counter`."""
+    `error_counter`.
+
+    `normalize=(mean, std)` (float32 multi-view test batches, `large_batches`): the
+    examples are uint8 pixels, normalised here, per batch (`video_ops.normalize`, one fused
+    kernel), after the prefetch: a float32 batch of 8 videos of 4 x 3 views is 1.85 GB, so
+    at most two uint8 batches are buffered and the float batch is made when asked for; at
+    most the caller's batch and the one being made are float32. Other splits normalise
+    each clip in the parser's parallel map (measured faster: the work is spread over the
+    cores while the pixels are still in cache; `benchmarks/input_pipeline.py`).
+    """
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda e: tuple(e[k] for k in keys))
-    ds = ds.prefetch(AUTOTUNE)
+    ds = ds.prefetch(2 if large_batches else AUTOTUNE)
+    if normalize is not None:
+        mean, std = normalize
+        ds = ds.map(lambda x, *rest: (video_ops.normalize(x, mean, std), *rest))
     options = tf.data.Options()
     options.deterministic = deterministic
+    if large_batches:
+        # tf.data would otherwise run the (sequential) normalisation map in parallel and
+        # prefetch after it: several 1.85 GB float batches at once.
+        options.experimental_optimization.map_parallelization = False
+        options.experimental_optimization.inject_prefetch = False
     if input_context is not None:
         # We shard ourselves; stop tf.distribute from sharding again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -565,10 +647,14 @@ def video_dataset(
     deterministic: bool | None = None,
     cycle_length: int | None = None,
     log_skipped: bool = True,
+    service_address: str | None = None,
+    service_processing_mode: str = "distributed_epoch",
+    service_job_name: str | None = None,
+    output_dtype: str = "float32",
 ) -> tf.data.Dataset:
     """Batches of `(videos, labels)` from DMVR-style SequenceExample TFRecords.
 
-    Yields `videos` float32 `[B, T, H, W, 3]` (`[B, V, T, H, W, 3]` for `split="test"` with
+    Yields `videos` float32 `[B, T, H, W, 3]` (uint8 pixels with `output_dtype="uint8"`) (`[B, V, T, H, W, 3]` for `split="test"` with
     `V = num_clips * num_crops > 1`, crop-major: `view = crop * num_clips + clip`) and
     `labels` float32 `[B, K]` (one-hot, or multi-hot with `multilabel=True`).
 
@@ -607,14 +693,26 @@ def video_dataset(
       drop_remainder: drop the last partial batch (default: only for `train`).
       scale_jitter: training scale range for the shorter side (`None`: no jitter).
       normalization: `[-1,1]` (default), `[0,1]`, `imagenet` or `(mean, std)`.
+      output_dtype: `float32` (normalised here) or `uint8`: the resized pixels, rounded,
+        in `[0, 255]`; a quarter of the bytes through the buffers and to the device. The
+        consumer normalises (`tl_keras.data.normalize_inputs(videos, normalization)`; the
+        trainer does it on the device with `data.output_dtype=uint8`).
       max_frame_pixels: bad-input limit on `height * width` claimed by a kept frame's header.
       decoder: a `VideoDecoder` with custom key names.
       error_counter: an `ErrorCounter` to count into (default: a new one).
+      service_address: a `tf.data` service dispatcher (`host:port`, `tools/data_service.py`):
+        reading, decoding and augmentation run on its workers, the bad-example check,
+        batching and prefetch here (`dataset.error_counter` counts as usual).
+      service_processing_mode: `distributed_epoch` (default: each pass, or each file of a
+        finite pipeline, goes to one worker; one worker gives exactly the local elements in
+        order) or `parallel_epochs` (every worker makes the whole dataset).
+      service_job_name: share one job between clients (default: a private job).
     """
     info = get_dataset_info(dataset) if dataset else None
     if info is not None and info.modality != "video":
         raise ValueError(f"dataset={dataset!r} is an image dataset; use image_dataset")
     _check_common(on_error=on_error, batch_size=batch_size)
+    _check_service(service_address, service_processing_mode, service_job_name)
     num_classes = _pick(num_classes, info and info.num_classes)
     if num_classes is None:
         raise ValueError("num_classes is required when no dataset= is given")
@@ -623,6 +721,9 @@ def video_dataset(
         raise ValueError("num_frames is required when no dataset= is given")
     is_test = split == "test"
     is_segments = split == "segments"
+    num_clips = _pick(num_clips, info.num_test_clips if (info and is_test) else None, 1)
+    num_crops = _pick(num_crops, info.num_test_crops if (info and is_test) else None, 1)
+    multi_view = is_test and num_clips * num_crops > 1
     parser = VideoParser(
         split=split,
         num_frames=num_frames,
@@ -631,14 +732,22 @@ def video_dataset(
         min_resize=_pick(min_resize, info and info.min_resize, 256),
         num_classes=num_classes,
         multilabel=bool(_pick(multilabel, info and info.multilabel, False)),
-        num_clips=_pick(num_clips, info.num_test_clips if (info and is_test) else None, 1),
-        num_crops=_pick(num_crops, info.num_test_crops if (info and is_test) else None, 1),
+        num_clips=num_clips,
+        num_crops=num_crops,
         label_offset=_pick(label_offset, info and info.label_offset, 0),
         scale_jitter=scale_jitter,
         flip=flip,
         normalization=normalization,
         max_frame_pixels=max_frame_pixels,
+        # Multi-view test batches stay uint8 up to the batch and are normalised in
+        # `_finish` (memory); otherwise the parallel map normalises each clip.
+        output_dtype="uint8" if multi_view else output_dtype,
     )
+    if output_dtype not in OUTPUT_DTYPES:
+        raise ValueError(
+            f"output_dtype={output_dtype!r}: expected one of {OUTPUT_DTYPES} ('uint8': pixels "
+            "in [0, 255], normalised by the consumer, tl_keras.data.normalize_inputs)"
+        )
     is_train = split == "train"
     shuffle, repeat, drop_remainder, deterministic = _split_defaults(
         split, shuffle, repeat, drop_remainder, seed, deterministic
@@ -664,6 +773,14 @@ def video_dataset(
         parser=parser,
         deterministic=deterministic,
     )
+    if service_address is not None:
+        ds = _through_service(
+            ds,
+            address=service_address,
+            processing_mode=service_processing_mode,
+            job_name=service_job_name,
+            input_context=input_context,
+        )
     source = _describe_files(source)
     ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped, source=source)
     if is_segments:
@@ -676,6 +793,12 @@ def video_dataset(
         deterministic=deterministic,
         counter=counter,
         keys=("video", "label", "video_id") if is_segments else ("video", "label"),
+        normalize=(
+            (parser.mean, parser.std)
+            if output_dtype == "float32" and parser.output_dtype == "uint8"
+            else None
+        ),
+        large_batches=bool(parser.num_views and parser.num_views > 1),
     )
 
 
@@ -704,6 +827,9 @@ def image_dataset(
     error_counter: ErrorCounter | None = None,
     deterministic: bool | None = None,
     log_skipped: bool = True,
+    service_address: str | None = None,
+    service_processing_mode: str = "distributed_epoch",
+    service_job_name: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of `(images [B, S, S, 3] float32, labels [B, K] one-hot)`.
 
@@ -714,12 +840,14 @@ def image_dataset(
 
     `train`: Inception crop + flip; `validation`/`test`: resize the shorter side to
     `resize_size` (default `image_size / 0.875`), centre crop. Bad examples, sharding, seeds,
-    `repeat`, `drop_remainder` and `error_counter` behave as in `video_dataset`.
+    `repeat`, `drop_remainder`, `error_counter` and the `service_*` arguments (`tf.data`
+    service) behave as in `video_dataset`.
     """
     info = get_dataset_info(dataset) if dataset else None
     if info is not None and info.modality != "image":
         raise ValueError(f"dataset={dataset!r} is a video dataset; use video_dataset")
     _check_common(on_error=on_error, batch_size=batch_size)
+    _check_service(service_address, service_processing_mode, service_job_name)
     num_classes = _pick(num_classes, info and info.num_classes)
     if num_classes is None:
         raise ValueError("num_classes is required when no dataset= is given")
@@ -768,6 +896,14 @@ def image_dataset(
     ds = _guarded_parse(
         ds, decode=decode, empty_decoded=empty, parser=parser, deterministic=deterministic
     )
+    if service_address is not None:
+        ds = _through_service(
+            ds,
+            address=service_address,
+            processing_mode=service_processing_mode,
+            job_name=service_job_name,
+            input_context=input_context,
+        )
     source = _describe_files(source)
     ds = _check(ds, counter=counter, on_error=on_error, log_skipped=log_skipped, source=source)
     return _finish(

@@ -16,6 +16,10 @@ The ops are the evaluation splits' own (`video_ops`, `parsers.py`), applied to a
   (`video_ops.center_crop_window`), then resized to the crop (`video_ops.resize_to_square`);
 * then `video_ops.normalize` with the pipeline's `normalization`.
 
+Videos are resized to uint8, as `video_dataset` does (its parser always delivers uint8
+clips and normalises whole batches, `pipeline.py`), so serving sees the training
+pipeline's values exactly, rounding included.
+
 Encoded videos go through `VideoParser.decode_video` itself.
 """
 
@@ -30,6 +34,7 @@ from tl_keras.data import video_ops
 from tl_keras.data.parsers import VideoParser, resolve_normalization
 
 __all__ = [
+    "normalize_inputs",
     "Preprocessing",
     "preprocessing_for",
     "model_input_shape",
@@ -183,23 +188,38 @@ def preprocessing_for(
     )
 
 
+def normalize_inputs(x, normalization="[-1,1]"):
+    """Model input from a pipeline batch: uint8 pixels (`output_dtype="uint8"`) are
+    normalised as the pipeline would have (`video_ops.normalize`, same constants, so the
+    result equals the float32 pipeline's up to the uint8 rounding of resized pixels);
+    float inputs are returned unchanged (already normalised)."""
+    if not hasattr(x, "dtype"):
+        x = tf.convert_to_tensor(x)
+    if tf.as_dtype(x.dtype) != tf.uint8:
+        return x
+    mean, std = resolve_normalization(normalization)
+    return video_ops.normalize(x, mean, std)
+
+
 def _normalize(frames, prep):
     mean, std = prep.mean_std
     return video_ops.normalize(frames, mean, std)
 
 
 def _resize_and_crop(frames, prep):
-    """`[N, H, W, 3]` (N frames of one size) -> float32 `[N, c, c, 3]`, not normalised."""
+    """`[N, H, W, 3]` (N frames of one size) -> `[N, c, c, 3]`, not normalised: float32
+    for images, uint8 for videos (as `video_dataset` delivers them before normalising)."""
     c = prep.crop_size
+    dtype = tf.uint8 if prep.kind == "video" else tf.float32
     if prep.kind == "video" and prep.eval_split == "validation":
         # VideoParser(split="validation"): the same centre window, cut from decoded pixels
         # instead of decoded from the JPEG, then resized to c x c.
         shape = tf.shape(frames)
         window = video_ops.center_crop_window(shape[1], shape[2], prep.min_resize, c)
-        return video_ops.resize_to_square(video_ops.crop_to_window(frames, window), c)
+        return video_ops.resize_to_square(video_ops.crop_to_window(frames, window), c, dtype)
     # ImageParser evaluation and VideoParser(split="test"): resize the shorter side, then
     # the centre crop.
-    frames = video_ops.resize_smallest(frames, prep.min_resize)
+    frames = video_ops.resize_smallest(frames, prep.min_resize, dtype=dtype)
     return video_ops.center_crop(frames, c)
 
 
@@ -220,7 +240,8 @@ def preprocess(pixels, prep):
 
 
 def _video_parser(prep):
-    """The evaluation parser of `prep` (one clip, one view; labels unused)."""
+    """The evaluation parser of `prep` (one clip, one view; labels unused), delivering
+    uint8 as in `video_dataset`."""
     return VideoParser(
         split=prep.eval_split,
         num_frames=prep.num_frames,
@@ -229,6 +250,7 @@ def _video_parser(prep):
         min_resize=prep.min_resize,
         num_classes=1,
         normalization=prep.normalization,
+        output_dtype="uint8",
     )
 
 
@@ -256,8 +278,9 @@ def preprocess_encoded(encoded, prep):
         shape = tf.image.extract_jpeg_shape(frames[0])
         return parser.decode_video(frames, shape, seed)
 
-    return tf.map_fn(
+    clips = tf.map_fn(
         one_video,
         encoded,
-        fn_output_signature=tf.TensorSpec([prep.num_frames, c, c, 3], tf.float32),
+        fn_output_signature=tf.TensorSpec([prep.num_frames, c, c, 3], tf.uint8),
     )
+    return _normalize(clips, prep)

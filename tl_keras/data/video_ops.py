@@ -33,7 +33,9 @@ __all__ = [
     "resized_crop_window_size",
     "center_crop_window",
     "crop_to_window",
+    "resize_to",
     "resize_to_square",
+    "three_crop_band",
     "three_crops",
     "normalize",
     "IMAGENET_MEAN",
@@ -46,13 +48,38 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # --------------------------------------------------------------------------------------------
 # Temporal sampling: which frame indices to keep. Only the kept frames are ever decoded.
+#
+# The clips are the reference pipeline's, index for index: DMVR (github.com/google-deepmind/
+# dmvr, `dmvr/processors.py`) as `dmvr/modalities.py` `add_image` uses it and Scenic's video
+# loader builds it (`scenic/projects/vivit/data/video_tfrecord_dataset.py`, `load_split`:
+# `train` -> `sample_sequence(random=True)`, `validation` -> one clip -> `sample_sequence(
+# random=False)`, `test` with `num_test_clips > 1` -> `sample_linspace_sequence`). For `n`
+# frames every `s` in a video of `L` stored frames:
+#
+# - test: `max_offset = max(0, L - n * s)`, offsets `linspace(0, max_offset, num_clips)`
+#   cast to int32 (truncated), as `sample_linspace_sequence`;
+# - eval: offset `max(0, L - n * s) // 2`, as `sample_sequence(random=False)`;
+# - train: offset uniform in `[0, L - (n - 1) * s - 1]` (0 if that is negative), as
+#   `_get_random_sampling_offset` (`maxval = max(L - (n - 1) * s, 1)`, exclusive): the last
+#   sampled frame is at most the last stored one; this bound is `(n - 1) * s`-based, not
+#   `n * s`-based like the two above;
+# - a video too short for the clip loops: index `(offset + k * s) mod L`, which is what
+#   `sample_or_pad_sequence_indices(repeat_sequence=True)` gathers from the tiled video.
 # --------------------------------------------------------------------------------------------
 
 
 def _max_offset(num_total, num_frames: int, stride: int):
-    """Largest start index such that the clip fits in the video (0 if the video is shorter)."""
-    span = (num_frames - 1) * stride + 1
-    return tf.maximum(tf.cast(num_total, tf.int32) - span, 0)
+    """DMVR's `max(0, L - num_frames * stride)`: the last test clip's offset (see above)."""
+    return tf.maximum(tf.cast(num_total, tf.int32) - num_frames * stride, 0)
+
+
+def _last_fit_offset(num_total, num_frames: int, stride: int):
+    """Largest offset whose clip ends on or before the last frame: `max(0, L - (n - 1) * s - 1)`.
+
+    The top of the training offsets (DMVR's `_get_random_sampling_offset`) and the last
+    segment's offset in `segment_indices`.
+    """
+    return tf.maximum(tf.cast(num_total, tf.int32) - (num_frames - 1) * stride - 1, 0)
 
 
 def clip_indices(num_total, num_frames: int, stride: int, offset):
@@ -66,30 +93,32 @@ def clip_indices(num_total, num_frames: int, stride: int, offset):
 
 
 def random_clip_indices(num_total, num_frames: int, stride: int, seed):
-    """A clip starting at a uniformly random offset (training). int32 `[num_frames]`."""
-    max_offset = _max_offset(num_total, num_frames, stride)
-    offset = tf.random.stateless_uniform(
-        [], seed=seed, minval=0, maxval=max_offset + 1, dtype=tf.int32
-    )
+    """A clip at a uniformly random offset in `[0, max(0, L - (n - 1) * s - 1)]` (training;
+    DMVR `sample_sequence(random=True)`). int32 `[num_frames]`."""
+    top = _last_fit_offset(num_total, num_frames, stride)
+    offset = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=top + 1, dtype=tf.int32)
     return clip_indices(num_total, num_frames, stride, offset)
 
 
 def middle_clip_indices(num_total, num_frames: int, stride: int):
-    """The clip in the middle of the video (evaluation). int32 `[num_frames]`."""
+    """The clip at offset `max(0, L - n * s) // 2` (evaluation; DMVR `sample_sequence(
+    random=False)`). int32 `[num_frames]`."""
     return clip_indices(
         num_total, num_frames, stride, _max_offset(num_total, num_frames, stride) // 2
     )
 
 
 def linspace_clip_indices(num_total, num_frames: int, stride: int, num_clips: int):
-    """`num_clips` clips with linearly spaced offsets from the first to the last possible one.
+    """`num_clips` clips at offsets `int(linspace(0, max(0, L - n * s), num_clips))` (test;
+    DMVR `sample_linspace_sequence`, the same float32 `tf.linspace` truncated to int32).
 
-    Returns int32 `[num_clips, num_frames]`; with `num_clips=1` it is the middle clip.
+    Returns int32 `[num_clips, num_frames]`. With `num_clips=1` it is the middle clip, as the
+    reference takes one test clip (`sample_sequence(random=False)`, not the linspace's 0).
     """
     if num_clips == 1:
         return middle_clip_indices(num_total, num_frames, stride)[None]
     max_offset = tf.cast(_max_offset(num_total, num_frames, stride), tf.float32)
-    offsets = tf.cast(tf.round(tf.linspace(0.0, max_offset, num_clips)), tf.int32)  # [V]
+    offsets = tf.cast(tf.linspace(0.0, max_offset, num_clips), tf.int32)  # [V], truncated
     steps = tf.range(num_frames, dtype=tf.int32) * stride  # [T]
     return tf.math.floormod(offsets[:, None] + steps[None, :], tf.cast(num_total, tf.int32))
 
@@ -105,21 +134,24 @@ def segment_indices(num_total, num_frames: int, stride: int):
     """Clips that evenly cover the whole video (segment evaluation, paper A.3).
 
     `S = num_segments(...)` clips of `num_frames` frames every `stride`, the first starting
-    at frame 0 and the last ending at the last frame that fits (`offset_k = k * max_offset
-    // (S - 1)`, integer arithmetic), and no clip loops. With `stride=1` the clips tile the
-    video, overlapping only as much as rounding `num_total` up to whole segments needs; with
-    a larger stride at most one sample position is skipped between two clips. One segment
-    (a video no longer than `num_frames * stride`) is the middle clip, looping a video
-    shorter than the clip as `clip_indices` does.
+    at frame 0 and the last ending at the last frame that fits (`offset_k = k * M // (S - 1)`
+    with `M = L - (num_frames - 1) * stride - 1`, integer arithmetic), and no clip loops.
+    With `stride=1` the clips tile the video, overlapping only as much as rounding
+    `num_total` up to whole segments needs; with a larger stride at most one sample position
+    is skipped between two clips. One segment (a video no longer than `num_frames * stride`)
+    is the middle clip (`middle_clip_indices`), looping a video shorter than the clip as
+    `clip_indices` does.
 
     Returns int32 `[S, num_frames]` (`S` is dynamic), each index in `[0, num_total)`.
     """
     num_total = tf.cast(num_total, tf.int32)
     count = num_segments(num_total, num_frames, stride)
-    max_offset = _max_offset(num_total, num_frames, stride)
+    last = _last_fit_offset(num_total, num_frames, stride)
     k = tf.range(count, dtype=tf.int32)  # [S]
     offsets = tf.where(
-        count > 1, k * max_offset // tf.maximum(count - 1, 1), max_offset // 2
+        count > 1,
+        k * last // tf.maximum(count - 1, 1),
+        _max_offset(num_total, num_frames, stride) // 2,
     )  # [S]
     steps = tf.range(num_frames, dtype=tf.int32) * stride  # [T]
     return tf.math.floormod(offsets[:, None] + steps[None, :], num_total)  # [S, T]
@@ -178,20 +210,23 @@ def _smallest_side_size(height, width, min_resize):
     return tf.cast(new_h, tf.int32), tf.cast(new_w, tf.int32)
 
 
-def resize_smallest(frames, min_resize, *, antialias: bool = False):
-    """Resize `[T, H, W, C]` so the shorter side is `min_resize` (bilinear). Returns float32.
+def resize_smallest(frames, min_resize, *, antialias: bool = False, dtype=tf.float32):
+    """Resize `[T, H, W, C]` so the shorter side is `min_resize` (bilinear). Returns float32
+    (or `dtype`: uint8 rounds, as `resize_to`).
 
-    Frames already at that size are only cast to float32.
+    Frames already at that size are only cast.
     """
     shape = tf.shape(frames)
     new_h, new_w = _smallest_side_size(shape[1], shape[2], min_resize)
+    if not antialias:
+        return resize_to(frames, tf.stack([new_h, new_w]), dtype)
     frames_f = tf.cast(frames, tf.float32)
     same = tf.logical_and(tf.equal(new_h, shape[1]), tf.equal(new_w, shape[2]))
     return tf.cond(
         same,
         lambda: frames_f,
         lambda: tf.image.resize(frames_f, tf.stack([new_h, new_w]), antialias=antialias),
-    )
+    )  # (antialias: float32 only)
 
 
 def random_resize_smallest(
@@ -271,18 +306,59 @@ def crop_to_window(frames, window):
     return frames[:, y : y + h, x : x + w, :]
 
 
-def resize_to_square(frames, size: int):
-    """`[T, h, w, C]` -> float32 `[T, size, size, C]` (bilinear; only a cast if already
-    `size x size`)."""
+def resize_to(frames, size, dtype=tf.float32):
+    """`[T, h, w, C]` -> `[T, size[0], size[1], C]` in `dtype` (bilinear, `tf.image.resize`).
+
+    Frames already at that size are only cast. `dtype=tf.uint8` rounds the resized pixels
+    to the nearest integer (bilinear weights are convex, so they stay in `[0, 255]`), and
+    passes uint8 frames that need no resize through untouched: no float copy is made.
+    """
     frames = tf.convert_to_tensor(frames)
-    channels = frames.shape[-1]
+    dtype = tf.as_dtype(dtype)
+    size = tf.cast(size, tf.int32)
     shape = tf.shape(frames)
-    out = tf.cond(
-        tf.logical_and(tf.equal(shape[1], size), tf.equal(shape[2], size)),
-        lambda: tf.cast(frames, tf.float32),
-        lambda: tf.image.resize(frames, [size, size]),
-    )
-    return tf.ensure_shape(out, [None, size, size, channels])
+    same = tf.logical_and(tf.equal(shape[1], size[0]), tf.equal(shape[2], size[1]))
+
+    def to_dtype(x):
+        if dtype == tf.uint8 and x.dtype != tf.uint8:
+            # Round float pixels (not truncate); bilinear output stays in [0, 255] but
+            # a caller's float pixels may not.
+            return tf.cast(tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 255.0) + 0.5, dtype)
+        return tf.cast(x, dtype)
+
+    def resized():
+        return to_dtype(tf.image.resize(frames, size))  # float32 -> dtype
+
+    return tf.cond(same, lambda: to_dtype(frames), resized)
+
+
+def resize_to_square(frames, size: int, dtype=tf.float32):
+    """`[T, h, w, C]` -> `[T, size, size, C]` in `dtype` (`resize_to`; only a cast if
+    already `size x size`)."""
+    frames = tf.convert_to_tensor(frames)
+    out = resize_to(frames, [size, size], dtype)
+    return tf.ensure_shape(out, [None, size, size, frames.shape[-1]])
+
+
+def three_crop_band(height, width, min_resize: int, crop_size: int):
+    """What "resize the shorter side to `min_resize`, then `three_crops`" keeps of a
+    `height x width` frame: the band `[y, x, band_h, band_w]` (int32 `[4]`) of the stored
+    frame that the three crops cover together (the whole longer side, the centred
+    `resized_crop_window_size` across it), and the size `[h', w']` (int32 `[2]`) that band
+    is resized to (`crop_size` across, the resized longer side along).
+
+    Decoding only the band (`decode_and_crop_jpeg_frames`), resizing it and taking
+    `three_crops` gives the reference's three crops without decoding or resizing the rows
+    (or columns) that no crop uses.
+    """
+    win_h, win_w = resized_crop_window_size(height, width, min_resize, crop_size)
+    new_h, new_w = _smallest_side_size(height, width, min_resize)
+    landscape = width >= height
+    band_h = tf.where(landscape, win_h, height)
+    band_w = tf.where(landscape, width, win_w)
+    window = tf.stack([(height - band_h) // 2, (width - band_w) // 2, band_h, band_w])
+    size = tf.stack([tf.where(landscape, crop_size, new_h), tf.where(landscape, new_w, crop_size)])
+    return window, size
 
 
 def three_crops(frames, crop_size: int):
@@ -308,11 +384,33 @@ def three_crops(frames, crop_size: int):
 
 
 def normalize(frames, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
-    """Map `[0, 255]` pixels to float32: `[-1, 1]` by default, else `(x / 255 - mean) / std`."""
+    """Map `[0, 255]` pixels to float32: `[-1, 1]` by default, else `(x / 255 - mean) / std`.
+
+    uint8 input goes through one fused kernel (`tf.quantization.dequantize`, which computes
+    `min + (max - min) * x / 255` per channel) that writes the float32 result once, with
+    no float32 intermediate: for a multi-view test batch (1.85 GB of float32) this is the
+    difference between one and three such buffers alive at once. Same values as the
+    multiply-add below to within 1e-6 (one float32 rounding step).
+    """
+    mean_ = (0.5, 0.5, 0.5) if mean is None and std is None else (mean if mean is not None else (0.0, 0.0, 0.0))
+    std_ = (0.5, 0.5, 0.5) if mean is None and std is None else (std if std is not None else (1.0, 1.0, 1.0))
+    frames = tf.convert_to_tensor(frames)
+    if frames.dtype == tf.uint8:
+        mean_t = tf.constant(mean_, tf.float32)
+        std_t = tf.constant(std_, tf.float32)
+        # (x / 255 - mean) / std == lo + (hi - lo) * x / 255 with lo = -mean / std and
+        # hi = (1 - mean) / std; quint8 shares uint8's bytes, so the bitcast is free.
+        return tf.quantization.dequantize(
+            tf.bitcast(frames, tf.quint8),
+            -mean_t / std_t,
+            (1.0 - mean_t) / std_t,
+            mode="MIN_COMBINED",
+            axis=-1,
+        )
     frames = tf.cast(frames, tf.float32)
     if mean is None and std is None:
         return frames * (1.0 / 127.5) - 1.0
-    mean = tf.constant(mean if mean is not None else (0.0, 0.0, 0.0), tf.float32)
-    std = tf.constant(std if std is not None else (1.0, 1.0, 1.0), tf.float32)
+    mean_t = tf.constant(mean_, tf.float32)
+    std_t = tf.constant(std_, tf.float32)
     # (x / 255 - mean) / std as one multiply-add per element.
-    return frames * (1.0 / (255.0 * std)) - mean / std
+    return frames * (1.0 / (255.0 * std_t)) - mean_t / std_t

@@ -425,6 +425,7 @@ class _Evaluator:
         average = self.cfg.eval.average
 
         def replica_fn(x, y, *ids):
+            x = self.task.model_inputs(x)  # uint8 pixels: normalised here, on the device
             views = None
             if x.shape.rank == model_rank + 1:  # [B, V, ...]: merge the view axis
                 views = tf.shape(x)[1]
@@ -584,7 +585,9 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
 
     # ---- Input. ------------------------------------------------------------------------
     local = si.local_replicas
-    if cfg.train.checkpoint_input:
+    # A tf.data service iterator has no position to save: such runs restart the input.
+    checkpoint_input = cfg.train.checkpoint_input and cfg.data.service_address is None
+    if checkpoint_input:
         # One checkpointable tf.data iterator per worker, of the worker's share of the batch.
         ctx = tf.distribute.InputContext(
             num_input_pipelines=si.num_workers,
@@ -621,7 +624,7 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
     # ---- Checkpoint: model, optimizer, step, input position. -----------------------------
     state = ckpt_lib.CheckpointState(
         workdir, model, optimizer, step,
-        iterator=iterator if cfg.train.checkpoint_input else None,
+        iterator=iterator if checkpoint_input else None,
         worker_index=si.worker_index, num_workers=si.num_workers,
         keep=cfg.train.keep_checkpoints,
     )
@@ -642,7 +645,7 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
     def forward_backward(x, y):
         y = tf.cast(y, tf.float32)
         with tf.GradientTape() as tape:
-            logits = tf.cast(model(x, training=True), tf.float32)
+            logits = tf.cast(model(task.model_inputs(x), training=True), tf.float32)
             loss = tf.nn.compute_average_loss(per_example_loss(y, logits), global_batch_size=global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))

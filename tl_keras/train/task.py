@@ -12,6 +12,8 @@ from typing import Callable, Optional
 
 import keras
 
+from tl_keras.data import normalize_inputs
+
 __all__ = ["Task"]
 
 
@@ -26,7 +28,8 @@ class Task:
     is one pass. Eval inputs may carry a view axis: `[B, V, ...]` (multi-view test).
     Labels are `[B, K]` (one-hot or multi-hot). Segment-test eval batches are
     `(inputs, labels, video_ids)`, one segment per row (merged per id by the loop).
-    `eval_model_fn(model)`, if set, returns the model to evaluate in place of `model`
+    With `input_normalization` set the datasets yield uint8 pixels, and every consumer of
+    a batch feeds the model `model_inputs(x)`. `eval_model_fn(model)`, if set, returns the model to evaluate in place of `model`
     (e.g. the same network at `data.eval_crop_size`) holding `model`'s current weights; the
     loop calls it under the strategy scope before every evaluation.
     """
@@ -37,3 +40,13 @@ class Task:
     multilabel: bool = False
     num_train_examples: Optional[int] = None
     eval_model_fn: Optional[Callable[[keras.Model], keras.Model]] = None
+    # Set when the datasets yield uint8 pixels (`data.output_dtype=uint8`): the
+    # normalization (`tl_keras.data.normalize_inputs`) the loop applies on the device.
+    input_normalization: Optional[object] = None
+
+    def model_inputs(self, x):
+        """The model's input for a batch's inputs: uint8 pixels normalised with
+        `input_normalization`; anything else as it is."""
+        if self.input_normalization is None:
+            return x
+        return normalize_inputs(x, self.input_normalization)

@@ -405,6 +405,12 @@ def make_task(cfg, modes=("train",)):
     modality = _modality(cfg)
     seed = cfg.train.seed
     eval_crop = d.eval_crop_size or d.crop_size
+    # Training input through the tf.data service when set; evaluation stays in process.
+    service = dict(
+        service_address=d.service_address,
+        service_processing_mode=d.service_processing_mode,
+        service_job_name=d.service_job_name,
+    )
 
     def model_fn():
         return build_model(cfg)
@@ -425,6 +431,7 @@ def make_task(cfg, modes=("train",)):
             multilabel=d.multilabel,
             label_offset=d.label_offset,
             on_error=d.on_error,
+            output_dtype=d.output_dtype,
             **extra,
         )
 
@@ -432,7 +439,7 @@ def make_task(cfg, modes=("train",)):
             return data_lib.video_dataset(
                 _pattern_path(cfg, d.train_pattern), split="train", batch_size=batch_size,
                 shuffle=d.shuffle, seed=seed, input_context=ctx, crop_size=d.crop_size,
-                **common,
+                **common, **service,
             )
 
         def eval_dataset_fn(ctx, batch_size):
@@ -459,7 +466,7 @@ def make_task(cfg, modes=("train",)):
             return data_lib.image_dataset(
                 _pattern_path(cfg, d.train_pattern), split="train", tfds_split=d.train_split,
                 batch_size=batch_size, shuffle=d.shuffle, seed=seed, input_context=ctx,
-                image_size=d.crop_size, **common,
+                image_size=d.crop_size, **common, **service,
             )
 
         def eval_dataset_fn(ctx, batch_size):
@@ -475,4 +482,6 @@ def make_task(cfg, modes=("train",)):
         multilabel=bool(d.multilabel),
         num_train_examples=d.num_train_examples,
         eval_model_fn=_eval_model_fn(cfg, eval_size) if eval_size is not None else None,
+        # uint8 videos are normalised by the loop as the pipeline would ([-1, 1]).
+        input_normalization="[-1,1]" if modality == "video" and d.output_dtype == "uint8" else None,
     )
