@@ -6,7 +6,9 @@ through a `tf.data` service dispatcher with 1 and with 2 local workers.
 
 Same records as `benchmarks/input_pipeline.py` (its `make_records`: Kinetics-like JPEG
 videos, 4 shards) and the same clips (32 frames at stride 2, short side 256, 224 crop,
-batch 8, no scale jitter, every batch converted to NumPy). Each service is a dispatcher and
+batch 8, no scale jitter, every batch converted to NumPy), delivered as uint8 pixels by
+default as the experiments do (`--output_dtype=float32`: normalised clips, 4x the bytes
+that the workers send). Each service is a dispatcher and
 its workers started with `tools/data_service.py` as separate processes on loopback, as on
 real machines; the client keeps the bad-example check, batching and prefetch. Repetitions
 alternate the three pipelines (interleaved, a fresh iterator and service job each time, its
@@ -52,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=None, help="default 3 (quick 1)")
     p.add_argument("--batches", type=int, default=None, help="timed batches (default 6, quick 2)")
+    p.add_argument("--output_dtype", default="uint8", choices=("uint8", "float32"))
     p.add_argument("--processing_mode", default="distributed_epoch",
                    choices=("distributed_epoch", "parallel_epochs"))
     return p.parse_args(argv)
@@ -84,7 +87,8 @@ def start_service(num_workers, processes):
     return f"localhost:{port}"
 
 
-def build(pattern, mode, batch_size, address=None, processing_mode="distributed_epoch"):
+def build(pattern, mode, batch_size, address=None, processing_mode="distributed_epoch",
+          output_dtype="uint8"):
     service = {}
     if address is not None:
         service = dict(service_address=address, service_processing_mode=processing_mode)
@@ -94,7 +98,7 @@ def build(pattern, mode, batch_size, address=None, processing_mode="distributed_
         num_frames=input_pipeline.NUM_FRAMES, stride=input_pipeline.STRIDE,
         crop_size=input_pipeline.CROP, min_resize=input_pipeline.MIN_RESIZE,
         batch_size=batch_size, scale_jitter=None, seed=0, repeat=True, drop_remainder=True,
-        **service,
+        output_dtype=output_dtype, **service,
     )
 
 
@@ -125,12 +129,14 @@ def main(argv=None):
                                                       width=w)
             print(f"records: {num_videos} videos x {video_frames} JPEG frames at {args.size} "
                   f"({mb:.1f} MB); mode {args.mode}, batch {bs}, {batches} timed batches, "
-                  f"{repeats} repetitions, processing mode {args.processing_mode}", flush=True)
+                  f"{repeats} repetitions, processing mode {args.processing_mode}, "
+                  f"{args.output_dtype} clips", flush=True)
             rates = {name: [] for name in PIPELINES}
             for r in range(repeats):
                 order = PIPELINES if r % 2 == 0 else PIPELINES[::-1]  # interleaved
                 for name in order:
-                    ds = build(pattern, args.mode, bs, addresses[name], args.processing_mode)
+                    ds = build(pattern, args.mode, bs, addresses[name], args.processing_mode,
+                               args.output_dtype)
                     rate, _ = input_pipeline.measure(ds, batches, bs)
                     rates[name].append(rate)
                 print(f"  repetition {r + 1} done", flush=True)

@@ -650,7 +650,10 @@ def _export_openvino_pixels(model, path, prep, shape, name):
     import openvino
 
     def forward(pixels):
-        return tf.cast(model(preprocess(pixels, prep), training=False), tf.float32)
+        # Resized pixels stay float32: OpenVINO's resize differs from TensorFlow's in the
+        # last bit, so a uint8 rounding step would flip single pixel levels at random.
+        x = preprocess(pixels, prep, round_to_uint8=False)
+        return tf.cast(model(x, training=False), tf.float32)
 
     fn = tf.function(forward, input_signature=[tf.TensorSpec(shape, tf.uint8, name=name)],
                      autograph=False)

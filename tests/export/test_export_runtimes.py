@@ -29,6 +29,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "runtime_runner.py")
 TOOLS = os.path.abspath(os.path.join(HERE, "..", "..", "tools"))
 RTOL = 1e-5  # of the logits' scale, max |logit|
+# With the pre-processing inside, OpenVINO's own bilinear resize (its float rounding, not
+# TensorFlow's) comes before the model: seen 9e-7 to 1.8e-5 of the scale.
+RTOL_PIXELS = 5e-5
 # The runtime package each format runs in, and the packages its conversion needs.
 RUNTIMES = {"litert": "ai_edge_litert", "onnx": "onnxruntime", "openvino": "openvino"}
 CONVERTERS = {"litert": (), "onnx": ("tf2onnx", "onnx"), "openvino": ("openvino",)}
@@ -168,9 +171,11 @@ def test_openvino_with_the_preprocessing_inside(exports, family, tmp_path, subpr
     assert info["imported"] == []
     assert info["shape"] == [-1] + [4] * (prep.kind == "video") + [-1, -1, 3]
     for key, pixels in arrays.items():
-        want = np.asarray(model(data.preprocess(pixels, prep), training=False))
+        x = data.preprocess(pixels, prep, round_to_uint8=False)
+        want = np.asarray(model(x, training=False))
         err = np.max(np.abs(got[key] - want))
-        assert err <= RTOL * np.max(np.abs(want)), f"{family} {key}: max error {err:.3g}"
+        print(f"{family} {key}: max error {err / np.max(np.abs(want)):.3g} of the scale")
+        assert err <= RTOL_PIXELS * np.max(np.abs(want)), f"{family} {key}: max error {err:.3g}"
     with open(path + ".json") as f:
         info = json.load(f)
     assert info["preprocessing_in_graph"] is True and info["input"]["dtype"] == "uint8"

@@ -202,15 +202,18 @@ def normalize_inputs(x, normalization="[-1,1]"):
 
 
 def _normalize(frames, prep):
+    # Serving batches are small and their graphs are converted to other runtimes
+    # (OpenVINO has no Dequantize): the plain cast and multiply-add.
     mean, std = prep.mean_std
-    return video_ops.normalize(frames, mean, std)
+    return video_ops.normalize(frames, mean, std, fused=False)
 
 
-def _resize_and_crop(frames, prep):
+def _resize_and_crop(frames, prep, round_to_uint8=True):
     """`[N, H, W, 3]` (N frames of one size) -> `[N, c, c, 3]`, not normalised: float32
-    for images, uint8 for videos (as `video_dataset` delivers them before normalising)."""
+    for images, uint8 for videos (as `video_dataset` delivers them before normalising)
+    unless `round_to_uint8=False`."""
     c = prep.crop_size
-    dtype = tf.uint8 if prep.kind == "video" else tf.float32
+    dtype = tf.uint8 if prep.kind == "video" and round_to_uint8 else tf.float32
     if prep.kind == "video" and prep.eval_split == "validation":
         # VideoParser(split="validation"): the same centre window, cut from decoded pixels
         # instead of decoded from the JPEG, then resized to c x c.
@@ -223,11 +226,15 @@ def _resize_and_crop(frames, prep):
     return video_ops.center_crop(frames, c)
 
 
-def preprocess(pixels, prep):
+def preprocess(pixels, prep, *, round_to_uint8=True):
     """Decoded pixels in [0, 255] (uint8 or float) -> the model input, as in evaluation.
 
     Images `[B, H, W, 3]` -> float32 `[B, c, c, 3]`; videos `[B, T, H, W, 3]` ->
     `[B, T, c, c, 3]`. All examples of a batch share one size (that of the tensor).
+    Resized video pixels are rounded to uint8 as `video_dataset` delivers them;
+    `round_to_uint8=False` keeps them in float32 (for graphs run by another runtime, whose
+    resize differs from TensorFlow's in the last bit: rounding would then flip single
+    pixel levels at random).
     """
     pixels = tf.convert_to_tensor(pixels)
     if prep.kind == "image":
@@ -235,7 +242,8 @@ def preprocess(pixels, prep):
     shape = tf.shape(pixels)
     c, t = prep.crop_size, prep.num_frames
     frames = tf.reshape(pixels, tf.concat([[-1], shape[2:]], 0))  # [B*T, H, W, 3]
-    frames = _normalize(_resize_and_crop(frames, prep), prep)  # [B*T, c, c, 3]
+    frames = _resize_and_crop(frames, prep, round_to_uint8)  # [B*T, c, c, 3]
+    frames = _normalize(frames, prep)
     return tf.reshape(frames, [-1, t, c, c, 3])
 
 

@@ -383,19 +383,27 @@ def three_crops(frames, crop_size: int):
     return tf.ensure_shape(out, [3, frames.shape[0], crop_size, crop_size, frames.shape[3]])
 
 
-def normalize(frames, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+def normalize(
+    frames,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    *,
+    fused: bool = True,
+):
     """Map `[0, 255]` pixels to float32: `[-1, 1]` by default, else `(x / 255 - mean) / std`.
 
-    uint8 input goes through one fused kernel (`tf.quantization.dequantize`, which computes
+    With `fused` (the default), uint8 input goes through one fused kernel (`tf.quantization.dequantize`, which computes
     `min + (max - min) * x / 255` per channel) that writes the float32 result once, with
     no float32 intermediate: for a multi-view test batch (1.85 GB of float32) this is the
     difference between one and three such buffers alive at once. Same values as the
-    multiply-add below to within 1e-6 (one float32 rounding step).
+    multiply-add below to within 1e-6 (one float32 rounding step). `fused=False` uses
+    the cast and multiply-add only: graphs converted to other runtimes (OpenVINO has no
+    `Bitcast` / `Dequantize`) take that form.
     """
     mean_ = (0.5, 0.5, 0.5) if mean is None and std is None else (mean if mean is not None else (0.0, 0.0, 0.0))
     std_ = (0.5, 0.5, 0.5) if mean is None and std is None else (std if std is not None else (1.0, 1.0, 1.0))
     frames = tf.convert_to_tensor(frames)
-    if frames.dtype == tf.uint8:
+    if fused and frames.dtype == tf.uint8:
         mean_t = tf.constant(mean_, tf.float32)
         std_t = tf.constant(std_, tf.float32)
         # (x / 255 - mean) / std == lo + (hi - lo) * x / 255 with lo = -mean / std and
