@@ -23,28 +23,13 @@ The models are those of `benchmarks/throughput.py` (same groups and batch sizes)
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import variants as V  # noqa: E402
-
-
-def status_kb(field):
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
-
-
-def reset_peak():
-    """Resets VmHWM to the current RSS (Linux >= 4.0); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+from procstat import reset_peak, status_kb  # noqa: E402
 
 
 def child(spec):

@@ -84,11 +84,22 @@ def _fresh_workdir(experiment):
 
 
 def _write_token_maps(model, task, workdir):
-    """`workdir/token_maps.png`: the TokenLearner maps on a validation example (Fig. 10)."""
+    """`workdir/token_maps.png`: the TokenLearner maps on a validation example (Fig. 10),
+    drawn with matplotlib (a line saying how to install it when it is missing)."""
     tf = _cli.import_tensorflow()
-    from tl_keras import visualize
+    from tl_keras import plotting, visualize
+
+    try:
+        plotting.require_matplotlib()
+    except ImportError:
+        if visualize.tokenlearner_layers(model):
+            print(f"tl_keras: token maps not drawn: matplotlib is not installed "
+                  f"({plotting.INSTALL_HINT})", flush=True)
+        return
 
     path = os.path.join(workdir, "token_maps.png")
+    if task.eval_model_fn is not None:  # the evaluation inputs need the evaluation model
+        model = task.eval_model_fn(model)  # (e.g. rebuilt at data.eval_crop_size)
     ds = task.eval_dataset_fn(tf.distribute.InputContext(), 2)
     ds = ds.map(lambda x, *rest: (task.model_inputs(x), *rest))  # uint8 pixels: normalised
     if visualize.write_token_maps(model, ds, path):

@@ -41,7 +41,8 @@ def _user_lines(stderr):
 
 
 def test_the_scripts_are_found():
-    assert {p.name for p in TOOLS} >= {"count_flops.py", "fewshot_eval.py", "visualize_tokens.py"}
+    assert {p.name for p in TOOLS} >= {"count_flops.py", "fewshot_eval.py", "visualize_tokens.py",
+                                       "plot_run.py"}
     assert {p.name for p in EXPERIMENTS} == {"imagenet.py", "kinetics.py", "charades.py", "avid.py"}
 
 
@@ -91,7 +92,7 @@ def test_import_tl_keras_registers_the_models_for_load_model(tmp_path):
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ("optim.base_lr=nan", "'optim.base_lr' must be > 0, got nan"),
+    ("optim.base_lr=nan", "'optim.base_lr' must be > 0 and finite, got nan"),
     ("optim.grad_clip_norm=-1", "'optim.grad_clip_norm' must be > 0"),
     ("eval.batch_size=0", "'eval.batch_size' must be > 0"),
     ("train.num_step=3", "Did you mean 'train.num_steps'"),

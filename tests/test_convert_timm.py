@@ -3,7 +3,8 @@
 
 The fixtures under `tests/fixtures/timm/` were written by timm itself
 (`tests/fixtures/timm/make_fixtures.py`, versions in `VERSIONS.txt`); these tests read
-only those files, so torch and timm are not needed here.
+only those files, so timm is not needed here, and torch only by the `.pth` / `.bin` test
+(skipped without it).
 """
 
 import json
@@ -196,6 +197,41 @@ def test_torch_files_need_torch_only_when_read():
                 read_checkpoint(path)
     else:  # pragma: no cover - CI has no torch
         pytest.skip("torch is installed")
+
+
+@pytest.mark.parametrize("suffix, wrapped, dtype", [(".pth", False, "float32"),
+                                                    (".bin", True, "float32"),
+                                                    (".pt", False, "bfloat16")])
+def test_torch_state_dict_loads_as_the_safetensors(suffix, wrapped, dtype, tmp_path):
+    """The timm fixture's state dict saved with `torch.save` (plain, or wrapped in
+    `{"state_dict": ...}` as a training checkpoint; float32 or bfloat16 tensors) reads as
+    the `.safetensors` file: the same arrays (bfloat16: its values as float32), and in
+    float32 the same logits, timm's. Skipped without torch (CI installs none)."""
+    torch = pytest.importorskip("torch")
+    path, recorded = fixture("vit_cls")
+    source = {k: np.array(v, np.float32) for k, v in read_checkpoint(path).items()}
+    state = {k: torch.from_numpy(v).to(getattr(torch, dtype)) for k, v in source.items()}
+    torch_path = str(tmp_path / f"vit_cls{suffix}")
+    torch.save({"state_dict": state} if wrapped else state, torch_path)
+    params = read_checkpoint(torch_path)
+    assert sorted(params) == sorted(source)
+    for name, value in source.items():
+        if dtype == "bfloat16":  # the bfloat16 values, exactly (torch rounds to them)
+            value = state[name].float().numpy()
+        assert params[name].dtype == np.float32
+        np.testing.assert_array_equal(params[name], value, err_msg=name)
+    assert (dtype == "bfloat16") == any(
+        not np.array_equal(params[k], source[k]) for k in source)
+    if dtype != "float32":
+        return
+    via_torch, via_safetensors = ViT(**TIMM_TINY, gelu="exact"), ViT(**TIMM_TINY, gelu="exact")
+    report = load_vit_weights(via_torch, torch_path)
+    assert report["format"] == "timm" and report["skipped"] == {}
+    assert report["initialised"] == []
+    load_vit_weights(via_safetensors, path)
+    logits = to_numpy(via_torch(recorded["images"]))
+    np.testing.assert_array_equal(logits, to_numpy(via_safetensors(recorded["images"])))
+    assert relative_error(logits, recorded["logits_exact"]) < 1e-4
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import keras
 import pytest
 
 from tl_keras import TL, flops
+from tl_keras.layers.tokenizers import FUSERS
 from tl_keras.models import MODEL_SPECS, list_models
 
 
@@ -65,6 +66,14 @@ def test_cli(capsys):
     expected = flops.gflops("vivit_l16", num_frames=32, extra_layers=6,
                             tokenlearner=TL(8, 18, fuser=True))
     assert f"{expected:.2f}" in out
+    for args, fuser in ((["--tokenlearner=8@6+unpool"], "unpool"),
+                        (["--tokenlearner=8@6", "--fuser=reprojection"], "reprojection")):
+        assert cli.main(["vit_b16", "--image_size=384", *args]) == 0
+        expected = flops.gflops("vit_b16", image_size=384, tokenlearner=TL(8, 6, fuser=fuser))
+        assert f"GFLOPs (MACs): {expected:.2f}" in capsys.readouterr().out
+    assert set(cli.FUSER_CHOICES) == set(FUSERS)
+    assert cli.main(["vit_b16", "--tokenlearner=8@6+pool_mlp", "--fuser=unpool"]) == 2
+    assert "unpool" in capsys.readouterr().err
     assert cli.main(["vit_l16", "--image_size=500"]) == 2
     assert "not divisible" in capsys.readouterr().err
     assert cli.main(["--paper"]) == 0

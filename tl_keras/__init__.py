@@ -15,7 +15,7 @@ import sys
 __version__ = "0.1.0"
 
 _LAZY = ("configs", "convert", "data", "export", "fewshot", "flops", "layers", "models",
-         "train", "visualize")
+         "plotting", "train", "visualize")
 
 
 def __getattr__(name):

@@ -117,7 +117,9 @@ class TokenLearnerConfig:
     num_tokens: int = _num(8, POSITIVE)
     # Before block `at` (0-based); None = no TokenLearner.
     at: Optional[int] = _num(None, NON_NEGATIVE)
-    fuser: bool = False
+    # ViT / ViViT model "b": false = none; true = "tokenfuser" (Eq. 2); "unpool" /
+    # "reprojection" = the Fig. 7 alternatives (a FUSERS name, pinned by a test).
+    fuser: Union[bool, Literal["tokenfuser", "unpool", "reprojection"]] = False
     version: Optional[Literal["1.1", "1", "grid", "pool", "fc", "pool_mlp"]] = None
 
 
@@ -155,8 +157,17 @@ class ModelConfig:
         "conv2d_vector_transformer_broadcast",
     ]] = None
     fuser: Optional[Literal["tokenfuser", "unpool", "reprojection"]] = None  # X(2+1)D fuser
+    # ViViT's TokenFuser mixes all T*S tokens of the clip (paper §2.2; true, the model's
+    # default) or the S tokens of each frame (false: Scenic's ViViT and its checkpoints).
+    fuser_mix_tokens_over_time: Optional[bool] = None
     tokenlearner: TokenLearnerConfig = dataclasses.field(default_factory=TokenLearnerConfig)
-    init_checkpoint: Optional[str] = None  # weights to start from (a .keras / .weights.h5 file)
+    # Weights to start from: any source of `tl_keras.convert.load_pretrained` (a public ViT
+    # checkpoint, a keras-hub ViT, a `.keras` / `.weights.h5` file; docs/weights.md).
+    init_checkpoint: Optional[str] = None
+    # How a 2-D (image) patch kernel of `init_checkpoint` is inflated into a ViViT's tubelet
+    # kernel (ViViT §3.4): on the central frame (zeros elsewhere) or averaged over the frames.
+    # `models.vivit.inflate.KERNEL_INITS` (tests/train/test_init_checkpoint.py pins them equal).
+    init_checkpoint_kernel_init: Literal["central_frame", "average"] = "central_frame"
 
 
 @dataclasses.dataclass
@@ -372,7 +383,8 @@ def _check_range(node, name, value, key):
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             continue
         if not allowed.contains(item):
-            raise ConfigError(f"Config key {key!r} must be {allowed}, got {item!r}.")
+            finite = "" if allowed == FINITE or math.isfinite(item) else " and finite"
+            raise ConfigError(f"Config key {key!r} must be {allowed}{finite}, got {item!r}.")
 
 
 def _parse(text, tp, key):

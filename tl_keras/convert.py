@@ -17,9 +17,11 @@ This module depends on the models, never the other way round: the ViT -> ViViT w
 transfer is the ViViT family's (`tl_keras.models.vivit.inflate`), re-exported here.
 """
 
+import json
 import os
 import re
 import tempfile
+import zipfile
 
 import h5py
 import keras
@@ -753,7 +755,7 @@ def load_vit_weights(model, source, kernel_init="central_frame", strict=True):
     (`.npz`), Scenic trees, big_vision (`.npz`, with or without `params/`, scanned or
     not, with or without `cls`) and timm `VisionTransformer` state dicts (`.safetensors`;
     `.pth` / `.bin` when torch is installed), and keras-hub `ViTBackbone` /
-    `ViTImageClassifier` model objects. Each is translated to the JAX ViT names,
+    `ViTImageClassifier` models (objects or saved). Each is translated to the JAX ViT names,
     then adapted to the model:
 
         * the position embedding is resized (bilinear) to the model's patch grid, tiled
@@ -777,7 +779,9 @@ def load_vit_weights(model, source, kernel_init="central_frame", strict=True):
     Args:
         model: a `tl_keras.models.ViT` / `ViViT`.
         source: anything `read_checkpoint` reads (a path, file object or dict of
-            arrays), or a keras-hub `ViTBackbone` / `ViTImageClassifier`.
+            arrays), or a keras-hub `ViTBackbone` / `ViTImageClassifier`: the object, a
+            preset directory (`save_to_preset`), a `.weights.h5` beside its keras-hub
+            `config.json`, or its `.keras` file.
         kernel_init: inflation of a 2-D patch kernel for a ViViT.
         strict: reject checkpoint entries that the model does not use.
 
@@ -790,6 +794,8 @@ def load_vit_weights(model, source, kernel_init="central_frame", strict=True):
     """
     _check_model(model, "load_vit_weights")
     aliases, problems, notes = {}, [], []
+    if isinstance(source, (str, os.PathLike)) and _keras_hub_saved(os.fspath(source)):
+        source = _read_keras_hub(os.fspath(source), f"load_vit_weights({model.name})")
     if _keras_hub_kind(source):
         layout = "keras_hub"
         params, aliases, problems, notes = keras_hub_to_jax_vit(source)
@@ -950,7 +956,10 @@ def load_pretrained(model, source, kernel_init="central_frame", strict=True):
     `source` may be
 
     * a ViT checkpoint of any public layout, or a keras-hub `ViTBackbone` /
-      `ViTImageClassifier` (ViT / ViViT models only): `load_vit_weights`;
+      `ViTImageClassifier` (ViT / ViViT models only): `load_vit_weights`; a keras-hub
+      ViT may also be saved: a preset directory (`backbone.save_to_preset(dir)`), a
+      `.weights.h5` beside its keras-hub `config.json`, or a `.keras` file (reading
+      these imports keras-hub);
     * a tl_keras ViT / ViViT (a model object or its `.keras` file, e.g. the
       `export/<step>/model.keras` of a training run), into a ViT / ViViT of the same
       width and depth: its weights go through the same adaptation as a checkpoint
@@ -960,7 +969,7 @@ def load_pretrained(model, source, kernel_init="central_frame", strict=True):
       TokenFuser / `extra_layers` initialised when the source has none);
     * any other tl_keras model (X(2+1)D) or its `.keras` file: the same architecture,
       every weight by name and shape;
-    * a `.weights.h5` file: weights of the same architecture (the file holds no
+    * any other `.weights.h5` file: weights of the same architecture (the file holds no
       architecture; for another member of the family use the `.keras` file).
 
     A source that does not fit raises one ValueError naming the source and every
@@ -986,7 +995,9 @@ def load_pretrained(model, source, kernel_init="central_frame", strict=True):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"load_pretrained({model.name}): no such file {path!r}.")
-        if path.endswith(".weights.h5"):
+        if _keras_hub_saved(path) is not None:  # load_vit_weights reads it
+            report = _load_checkpoint(model, path, kernel_init, strict, shown)
+        elif path.endswith(".weights.h5"):
             report = _load_same_architecture_h5(model, path)
         elif path.endswith(".keras"):
             try:
@@ -1005,6 +1016,68 @@ def load_pretrained(model, source, kernel_init="central_frame", strict=True):
         report = _load_checkpoint(model, source, kernel_init, strict, shown)
     report["source"] = shown
     return report
+
+
+KERAS_HUB_VITS = ("ViTBackbone", "ViTImageClassifier")
+
+
+def _keras_hub_saved(path):
+    """The class name of the keras-hub model saved at `path`, else None: a preset
+    directory (`backbone.save_to_preset(dir)`: `config.json` + `model.weights.h5`), a
+    `.weights.h5` file beside such a `config.json`, or a `.keras` archive of one."""
+    config = None
+    try:
+        if os.path.isdir(path):
+            config_path = os.path.join(path, "config.json")
+        elif path.endswith(".weights.h5"):
+            config_path = os.path.join(os.path.dirname(path), "config.json")
+        else:
+            config_path = None
+        if config_path is not None and os.path.isfile(config_path):
+            with open(config_path) as f:
+                config = json.load(f)
+        elif path.endswith(".keras") and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if "config.json" in archive.namelist():
+                    config = json.loads(archive.read("config.json"))
+    except (OSError, ValueError):
+        return None  # not readable as a keras-hub save: the other readers say why
+    name = config.get("registered_name") if isinstance(config, dict) else None
+    if isinstance(name, str) and name.startswith("keras_hub>"):
+        return name.split(">", 1)[1]
+    return None
+
+
+def _read_keras_hub(path, owner):
+    """The keras-hub ViT saved at `path` (see `_keras_hub_saved`) as a model object; a
+    preset directory gives its backbone (`model.weights.h5`)."""
+    name = _keras_hub_saved(path)
+    if name not in KERAS_HUB_VITS:
+        raise ValueError(f"{owner}: {path!r} is a keras-hub {name}; tl_keras reads the "
+                         f"keras-hub ViTs ({', '.join(KERAS_HUB_VITS)}) only.")
+    try:
+        import keras_hub  # noqa: F401  (registers its classes for deserialisation)
+    except ImportError as err:
+        raise ValueError(f"{owner}: {path!r} is a saved keras-hub {name}; reading it needs "
+                         "keras-hub (pip install keras-hub).") from err
+    if path.endswith(".keras"):
+        config_dir, weights = None, None
+    elif os.path.isdir(path):
+        config_dir, weights = path, os.path.join(path, "model.weights.h5")
+    else:
+        config_dir, weights = os.path.dirname(path), path
+    if weights is not None and not os.path.isfile(weights):
+        raise ValueError(f"{owner}: the keras-hub preset {config_dir!r} has no weights file "
+                         f"{os.path.basename(weights)!r} (backbone.save_to_preset writes one).")
+    try:
+        if config_dir is None:
+            return keras.saving.load_model(path, compile=False)
+        with open(os.path.join(config_dir, "config.json")) as f:
+            source = keras.saving.deserialize_keras_object(json.load(f))
+        source.load_weights(weights)
+        return source
+    except Exception as err:
+        raise ValueError(f"{owner}: cannot read the keras-hub {name} {path!r}: {err}") from err
 
 
 def _copy_remote(path, local, owner):

@@ -59,6 +59,11 @@ it inside, `pixels=True`); output: the logits float32 `[B, K]`. The converters n
 plugin runs float32 models in bfloat16 on CPUs that have it (relative error ~1e-2); compile
 with `{"INFERENCE_PRECISION_HINT": "f32"}` for the model's float32 outputs.
 
+LiteRT int8 (`quantization=`, `QUANTIZATIONS`): `"dynamic_range"` (int8 weights) or
+`"full_integer"` (int8 weights and activations, calibrated on `representative_data`;
+float32 in and out); the JSON beside the file records the mode and, for full integer, the
+ops left in float32 (`litert_op_report`). docs/export.md, "int8".
+
 `Preprocessing`, `preprocessing_for`, `preprocess` and `preprocess_encoded` live in
 `tl_keras.data.preprocessing`; they are re-exported here because `export_saved_model`
 takes a `Preprocessing`.
@@ -82,6 +87,7 @@ from tl_keras.data.parsers import DEFAULT_MAX_FRAME_PIXELS
 from tl_keras.data.preprocessing import (
     Preprocessing,
     model_input_shape,
+    normalize_inputs,
     preprocess,
     preprocess_encoded,
     preprocessing_for,
@@ -95,8 +101,10 @@ __all__ = [
     "rest_predict",
     "grpc_predict",
     "export_runtime",
+    "litert_op_report",
     "RUNTIME_FORMATS",
     "RUNTIME_FILES",
+    "QUANTIZATIONS",
     "SIGNATURES",
     "SERVING_INFO_FILE",
     # Re-exported from tl_keras.data.preprocessing:
@@ -560,7 +568,8 @@ def _missing_modules(names):
 
 
 def export_runtime(
-    model, path, format, *, class_names=None, preprocessing=None, pixels=False, verbose=False
+    model, path, format, *, class_names=None, preprocessing=None, pixels=False,
+    quantization=None, representative_data=None, representative_examples=None, verbose=False,
 ):
     """Writes `model` (input -> logits) as a LiteRT, ONNX or OpenVINO file; returns `path`.
 
@@ -576,6 +585,21 @@ def export_runtime(
             uint8 pixels `[B, H, W, 3]` / `[B, T, H, W, 3]` of any size (as the SavedModel's
             `serve_uint8`, without its input checks). LiteRT and ONNX Runtime cannot run it
             (docs/export.md says why).
+        quantization: LiteRT only (`QUANTIZATIONS`): None (float32), `"dynamic_range"`
+            (int8 weights, float32 activations: the kernels quantized per channel, the
+            matmuls quantize their inputs on the fly; no data needed) or `"full_integer"`
+            (int8 weights and activations, the activation ranges calibrated on
+            `representative_data`; float32 in and out, quantized inside; an op without
+            an int8 kernel stays float32: `<path>.json` lists them, see `litert_op_report`).
+        representative_data: `full_integer` only: model inputs to calibrate on, e.g. a
+            batch of the training pipeline at a time: an iterable (or a function returning
+            one; a `tf.data.Dataset` is one) of arrays `[B, ...]` of the model's input, or
+            of `(inputs, labels, ...)` tuples. uint8 pixels (a pipeline with
+            `output_dtype="uint8"`) are normalised with the pre-processing's
+            normalization; a multi-view batch `[B, V, ...]` is flattened into `B * V`
+            examples.
+        representative_examples: at most this many examples are drawn from
+            `representative_data` (default: all of it; TFLite suggests a few hundred).
         verbose: Keras' export messages.
 
     The batch dimension stays dynamic in all three formats (LiteRT: `shape_signature` -1;
@@ -613,6 +637,10 @@ def export_runtime(
         )
     if pixels and preprocessing is None:
         raise ValueError("export_runtime: pixels=True needs an image or video model.")
+    converter_options, calibrated = _quantization_options(
+        format, quantization, representative_data, representative_examples, pixels,
+        [None] + list(inputs[0].shape)[1:], preprocessing,
+    )
     shape = [None] + list(inputs[0].shape)[1:]
     name = inputs[0].name or "inputs"
     parent = os.path.dirname(path)
@@ -627,7 +655,8 @@ def export_runtime(
     else:
         # One float32 input, batch dynamic: the name becomes the input's name in ONNX.
         signature = [tf.TensorSpec(shape, tf.float32, name=name)]
-        model.export(path, format=format, verbose=verbose, input_signature=signature)
+        model.export(path, format=format, verbose=verbose, input_signature=signature,
+                     **converter_options)
         dtype = "float32"
     info = {
         "format": f"tl_keras {format} export 1",
@@ -640,9 +669,109 @@ def export_runtime(
     }
     if format == "openvino":
         info["compile_config"] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if format == "litert":
+        info["quantization"] = _quantization_info(path, quantization, calibrated)
     with tf.io.gfile.GFile(path + ".json", "w") as f:
         f.write(json.dumps(info, indent=2) + "\n")
     return path
+
+
+QUANTIZATIONS = ("dynamic_range", "full_integer")
+
+
+def _quantization_options(format, quantization, data, max_examples, pixels, shape, prep):
+    """`(options, counter)`: the TFLite converter settings of `quantization` (passed
+    through `model.export`) and `{"examples": n}`, the calibration examples drawn."""
+    counter = {"examples": 0}
+    if quantization is None:
+        if data is not None or max_examples is not None:
+            raise ValueError(
+                "export_runtime: representative_data is for quantization='full_integer'."
+            )
+        return {}, counter
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"export_runtime: quantization={quantization!r}; expected None or one of "
+            f"{list(QUANTIZATIONS)}."
+        )
+    if format != "litert":
+        raise ValueError(
+            f"export_runtime: quantization={quantization!r} is for format='litert' only "
+            f"(got {format!r}; Keras' own int8 is `model.quantize('int8')`)."
+        )
+    if pixels:
+        raise ValueError("export_runtime: quantization and pixels=True do not go together.")
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    if quantization == "dynamic_range":
+        if data is not None or max_examples is not None:
+            raise ValueError(
+                "export_runtime: dynamic_range needs no representative_data (weights only); "
+                "pass it with quantization='full_integer'."
+            )
+        return options, counter
+    if data is None:
+        raise ValueError(
+            "export_runtime: quantization='full_integer' needs representative_data (model "
+            "inputs to calibrate the activations on, e.g. batches of the training pipeline)."
+        )
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"export_runtime: representative_examples={max_examples} must be >= 1.")
+    normalization = prep.normalization if prep is not None else "[-1,1]"
+
+    def examples():
+        source = data() if callable(data) else data
+        for batch in source:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if isinstance(x, dict):
+                (x,) = x.values()
+            x = np.asarray(normalize_inputs(x, normalization), np.float32)
+            if x.ndim == len(shape) + 1:  # multi-view [B, V, ...] -> [B * V, ...]
+                x = x.reshape((-1,) + x.shape[2:])
+            if x.ndim != len(shape) or list(x.shape[1:]) != list(shape[1:]):
+                raise ValueError(
+                    f"export_runtime: representative_data yields {list(x.shape)}; the "
+                    f"model takes {[-1] + list(shape[1:])}."
+                )
+            for i in range(len(x)):  # one example at a time: the calibrator's batch is 1
+                if max_examples is not None and counter["examples"] >= max_examples:
+                    return
+                counter["examples"] += 1
+                yield [x[i:i + 1]]
+
+    options["representative_dataset"] = examples
+    return options, counter
+
+
+def _quantization_info(path, quantization, calibrated):
+    info = {"mode": quantization or "none"}
+    if quantization is None:
+        return info
+    info["weights"] = "int8"
+    info["activations"] = "int8" if quantization == "full_integer" else "float32"
+    info["input_output"] = "float32"
+    if quantization == "full_integer":
+        info["representative_examples"] = calibrated["examples"]
+        info["float_ops"] = litert_op_report(path)["float_ops"]
+    return info
+
+
+def litert_op_report(path):
+    """`{"ops": {name: count}, "float_ops": {name: count}}` of a `.tflite` file: every op,
+    and those that compute in float32 (a float32 input or output tensor; `QUANTIZE` /
+    `DEQUANTIZE`, which convert between the two, are not counted)."""
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops, float_ops = {}, {}
+    for op in interpreter._get_ops_details():  # no public API lists the ops
+        name = op["op_name"]
+        ops[name] = ops.get(name, 0) + 1
+        if name in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        dtypes = [tensors[i]["dtype"] for i in list(op["inputs"]) + list(op["outputs"])
+                  if i >= 0 and i in tensors]
+        if any(d == np.float32 for d in dtypes):
+            float_ops[name] = float_ops.get(name, 0) + 1
+    return {"ops": dict(sorted(ops.items())), "float_ops": dict(sorted(float_ops.items()))}
 
 
 def _export_openvino_pixels(model, path, prep, shape, name):

@@ -3,6 +3,7 @@
 ```python
 from tl_keras import visualize
 maps = visualize.token_maps(model, videos)        # {layer path: [B, T, S, h, w]}
+fig = visualize.token_maps_figure(model, videos)  # a matplotlib Figure (paper Fig. 10)
 visualize.write_token_maps(model, videos, "maps.png")
 ```
 
@@ -10,15 +11,19 @@ visualize.write_token_maps(model, videos, "maps.png")
 or `TokenLearnerV1` (sigmoid maps) layers, at any depth (ViT, ViViT, the X(2+1)D bottleneck
 module, your own models): it runs the model once, records the input each TokenLearner layer
 receives, and returns that layer's own `attention_maps` of it, reshaped per frame and per
-token onto the layer's spatial grid.
+token onto the layer's spatial grid. It needs no plotting library and does not depend on
+the Keras backend.
 
-The drawing needs no plotting library: numpy paints the grid (rows = tokens, columns =
-frames, the input frames on top, each map over its frame), labels each column with the clip
-frames it stands for (`F4-5`: a ViViT tubelet of input frames 4 and 5, or the source
-video's frame numbers given as `frame_indices`), adds a colour scale (a bar with its value
-range and what it means), and a small built-in PNG writer saves it, with the same
-information as text in the PNG (`tl_keras:token_maps`, JSON). It does not depend on the
-Keras backend.
+The figures are drawn with matplotlib (the optional extra: `pip install 'tl_keras[plot]'`;
+imported only when a figure is drawn, on the `Agg` canvas, `tl_keras.plotting`), as in the
+paper's Fig. 10: the input frames on top, then each shown token's map over its frame as a
+heat map, every panel titled with the token and the clip frames it stands for
+(`token 3, frames 4-5`: a ViViT tubelet of input frames 4 and 5, or the source video's
+frame numbers given as `frame_indices`), and a colour bar that says what the colours mean.
+`plot_token_maps` draws one layer's maps of one example, `token_maps_figure` every layer of
+a model, `write_token_maps` saves that as a PNG with the same labels and scale as JSON text
+in the file (`tl_keras:token_maps`), and `token_maps_image` renders it to an array (the
+trainer's TensorBoard image at each evaluation).
 """
 
 from __future__ import annotations
@@ -27,22 +32,22 @@ import contextlib
 import json
 import logging
 import math
-import os
-import struct
-import zlib
 from typing import Optional, Sequence
 
 import numpy as np
 from keras import ops
 
+from tl_keras import plotting
 from tl_keras.layers import TokenLearner, TokenLearnerV1
 
 __all__ = [
     "tokenlearner_layers",
     "token_maps",
-    "draw_token_maps",
+    "describe_token_maps",
+    "plot_token_maps",
+    "token_maps_figure",
+    "token_maps_image",
     "write_token_maps",
-    "write_png",
 ]
 
 log = logging.getLogger("tl_keras.visualize")
@@ -185,83 +190,17 @@ def token_maps(model, inputs, *, layers: Optional[Sequence[str]] = None):
 
 
 # --------------------------------------------------------------------------------------
-# Drawing.
+# Drawing (matplotlib, imported when a figure is drawn: `tl_keras.plotting`).
 # --------------------------------------------------------------------------------------
-
-# A 3x5 pixel font for the labels (upper case, digits and a little punctuation).
-_GLYPHS = {
-    "A": "###|#.#|###|#.#|#.#", "B": "##.|#.#|##.|#.#|##.", "C": "###|#..|#..|#..|###",
-    "D": "##.|#.#|#.#|#.#|##.", "E": "###|#..|##.|#..|###", "F": "###|#..|##.|#..|#..",
-    "G": "###|#..|#.#|#.#|###", "H": "#.#|#.#|###|#.#|#.#", "I": "###|.#.|.#.|.#.|###",
-    "J": "..#|..#|..#|#.#|###", "K": "#.#|#.#|##.|#.#|#.#", "L": "#..|#..|#..|#..|###",
-    "M": "#.#|###|###|#.#|#.#", "N": "##.|#.#|#.#|#.#|#.#", "O": "###|#.#|#.#|#.#|###",
-    "P": "###|#.#|###|#..|#..", "Q": "###|#.#|#.#|###|..#", "R": "##.|#.#|##.|#.#|#.#",
-    "S": "###|#..|###|..#|###", "T": "###|.#.|.#.|.#.|.#.", "U": "#.#|#.#|#.#|#.#|###",
-    "V": "#.#|#.#|#.#|#.#|.#.", "W": "#.#|#.#|###|###|#.#", "X": "#.#|#.#|.#.|#.#|#.#",
-    "Y": "#.#|#.#|.#.|.#.|.#.", "Z": "###|..#|.#.|#..|###",
-    "0": "###|#.#|#.#|#.#|###", "1": ".#.|##.|.#.|.#.|###", "2": "###|..#|###|#..|###",
-    "3": "###|..#|.##|..#|###", "4": "#.#|#.#|###|..#|..#", "5": "###|#..|###|..#|###",
-    "6": "###|#..|###|#.#|###", "7": "###|..#|..#|.#.|.#.", "8": "###|#.#|###|#.#|###",
-    "9": "###|#.#|###|..#|###", "_": "...|...|...|...|###", "-": "...|...|###|...|...",
-    ".": "...|...|...|...|.#.", ":": "...|.#.|...|.#.|...", "/": "..#|..#|.#.|#..|#..",
-    "(": ".#.|#..|#..|#..|.#.", ")": ".#.|..#|..#|..#|.#.", " ": "...|...|...|...|...",
-    "=": "...|###|...|###|...", ",": "...|...|...|.#.|#..",
-}
-_GLYPH_CACHE = {}
-
-
-def _glyph(ch):
-    ch = ch.upper() if ch.upper() in _GLYPHS else " "
-    if ch not in _GLYPH_CACHE:
-        rows = _GLYPHS[ch].split("|")
-        _GLYPH_CACHE[ch] = np.array([[c == "#" for c in r] for r in rows], bool)
-    return _GLYPH_CACHE[ch]
-
-
-def _text_size(text, scale):
-    return 5 * scale, max(len(text) * 4 * scale - scale, 0)
-
-
-def _draw_text(canvas, text, y, x, scale=2, color=(20, 20, 20)):
-    """Paints `text` with its top-left corner at (y, x); clipped at the canvas edge."""
-    for i, ch in enumerate(text):
-        mask = np.kron(_glyph(ch), np.ones((scale, scale), bool))
-        x0 = x + i * 4 * scale
-        h = min(mask.shape[0], canvas.shape[0] - y)
-        w = min(mask.shape[1], canvas.shape[1] - x0)
-        if h <= 0 or w <= 0:
-            break
-        region = canvas[y : y + h, x0 : x0 + w]
-        region[mask[:h, :w]] = color
-
-
-# "inferno"-like colour map: dark purple -> red -> yellow.
-_CMAP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_CMAP_RGB = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32
-)
-
-
-def _colormap(values):
-    """`[...]` in [0, 1] -> uint8 `[..., 3]`."""
-    v = np.clip(values, 0.0, 1.0)
-    rgb = [np.interp(v, _CMAP_POS, _CMAP_RGB[:, c]) for c in range(3)]
-    return np.stack(rgb, -1)
 
 
 def _display_frames(frames):
-    """Any-range frames `[T, H, W, 3]` -> uint8 (min-max over the clip)."""
+    """Any-range frames `[T, H, W, 3]` -> float32 in [0, 1] (min-max over the clip)."""
     frames = np.asarray(frames, np.float32)
     lo, hi = float(frames.min()), float(frames.max())
     if hi - lo < 1e-8:
-        return np.zeros(frames.shape, np.uint8)
-    return np.round((frames - lo) / (hi - lo) * 255.0).astype(np.uint8)
-
-
-def _resize_nearest(image, height, width):
-    rows = (np.arange(height) * image.shape[0]) // height
-    cols = (np.arange(width) * image.shape[1]) // width
-    return image[rows][:, cols]
+        return np.zeros(frames.shape, np.float32)
+    return (frames - lo) / (hi - lo)
 
 
 def _pick(n, limit):
@@ -271,10 +210,10 @@ def _pick(n, limit):
 
 
 def _number(value):
-    """A short label of a map value (`0`, `1`, `0.034`, `2.1E-05`)."""
+    """A short label of a map value (`0`, `1`, `0.034`, `2.1e-05`)."""
     if value == 0 or value == 1:
         return str(int(value))
-    return f"{value:.2g}".upper() if abs(value) < 1e-3 else f"{value:.3g}"
+    return f"{value:.2g}" if abs(value) < 1e-3 else f"{value:.3g}"
 
 
 def _column_frames(k, num_token_frames, num_frames, frame_indices):
@@ -286,68 +225,13 @@ def _column_frames(k, num_token_frames, num_frames, frame_indices):
 
 def _column_label(frames, is_image):
     if is_image:
-        return "IMAGE"
+        return "image"
     if len(frames) == 1:
-        return f"F{frames[0]}"
-    return f"F{frames[0]}-{frames[-1]}"
+        return f"frame {frames[0]}"
+    return f"frames {frames[0]}-{frames[-1]}"
 
 
-class _Canvas:
-    """A white canvas that remembers every text it paints (for the layout)."""
-
-    def __init__(self, height, width):
-        self.image = np.full((height, width, 3), 255, np.uint8)
-        self.texts = []
-
-    def text(self, text, y, x, scale=2):
-        _draw_text(self.image, text, y, x, scale)
-        self.texts.append({"text": text, "y": int(y), "x": int(x), "scale": int(scale)})
-
-
-def draw_token_maps(
-    frames,
-    maps,
-    *,
-    max_tokens: Optional[int] = 8,
-    max_frames: Optional[int] = 8,
-    cell: Optional[int] = None,
-    alpha: float = 0.6,
-    normalize: str = "per_map",
-    title: Optional[str] = None,
-    frame_indices: Optional[Sequence[int]] = None,
-    return_layout: bool = False,
-):
-    """One grid of heat maps over the frames, with frame labels and a colour scale: uint8
-    RGB `[H, W, 3]`.
-
-    Args:
-        frames: the example's input, `[T, H, W, 3]` (video) or `[H, W, 3]` (image), any
-            value range (shown min-max scaled).
-        maps: its maps `[T', S, h, w]` (one example of `token_maps`); token frame k stands
-            for input frames `k * T // T'` to `(k + 1) * T // T' - 1` (a ViViT tubelet)
-            and is drawn over the first of them.
-        max_tokens, max_frames: rows / columns shown (evenly spaced when there are more).
-        cell: side of a drawn frame in pixels (default: the frame scaled to >= 96 px).
-        alpha: weight of the heat map over the (grey) frame.
-        normalize: `"per_map"` (each map scaled to its maximum, default) or `"none"`
-            (values drawn as they are, clipped to [0, 1]; for sigmoid maps).
-        title: a line of text above the grid.
-        frame_indices: the number of each of the T input frames in its source video (e.g.
-            the sampled clip's indices), used in the column labels (default 0 .. T-1).
-        return_layout: also return the layout (see below).
-
-    Layout: a header row of column labels (`F4-5`: the clip frames of the column; `IMAGE`
-    for an image), row 0 the input frames, then one row per token, then the colour scale:
-    a bar from the lowest to the highest colour with the value at each end and a caption
-    (`per_map`: `1` is each map's own peak, and the range of the peaks is given).
-
-    Returns:
-        The image; with `return_layout`, `(image, layout)` where `layout` is a JSON-able dict:
-        `columns` / `rows` (`label`, `frames` or `token`, `box` = `[y0, x0, y1, x1]` of the
-        cells), `colorbar` (`box`, `range` = the values at its two ends, `labels`,
-        `caption`, `normalize`, `peaks` = the lowest and highest map maxima drawn) and
-        `texts` (every text painted: `text`, `y`, `x`, `scale`).
-    """
+def _check(frames, maps, normalize, frame_indices):
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
@@ -356,161 +240,183 @@ def draw_token_maps(
         maps = maps[None]
     if frames.ndim != 4 or maps.ndim != 4:
         raise ValueError(
-            f"draw_token_maps: expected frames [T, H, W, 3] and maps [T', S, h, w]; got "
+            f"plot_token_maps: expected frames [T, H, W, 3] and maps [T', S, h, w]; got "
             f"{frames.shape} and {maps.shape}."
         )
     if normalize not in ("per_map", "none"):
-        raise ValueError(f"draw_token_maps: normalize={normalize!r}, expected 'per_map' or 'none'.")
-    num_input = frames.shape[0]
+        raise ValueError(f"plot_token_maps: normalize={normalize!r}, expected 'per_map' or 'none'.")
     if frame_indices is None:
-        frame_indices = list(range(num_input))
+        frame_indices = list(range(frames.shape[0]))
     frame_indices = [int(i) for i in np.asarray(frame_indices).reshape(-1)]
-    if len(frame_indices) != num_input:
+    if len(frame_indices) != frames.shape[0]:
         raise ValueError(
-            f"draw_token_maps: frame_indices has {len(frame_indices)} entries for "
-            f"{num_input} input frames."
+            f"plot_token_maps: frame_indices has {len(frame_indices)} entries for "
+            f"{frames.shape[0]} input frames."
         )
-    is_image = num_input == 1 and maps.shape[0] == 1
-    num_frames, num_tokens = maps.shape[0], maps.shape[1]
-    display = _display_frames(frames)
-    fh, fw = display.shape[1:3]
-    if cell is None:
-        scale = max(1, int(math.ceil(96 / max(fh, fw))))
-        ch, cw = fh * scale, fw * scale
-    else:
-        ch = cw = int(cell)
-    columns = _pick(num_frames, max_frames)
-    rows = _pick(num_tokens, max_tokens)
-    column_frames = [_column_frames(k, num_frames, num_input, frame_indices) for k in columns]
-    column_labels = [_column_label(f, is_image) for f in column_frames]
+    return frames, maps, frame_indices
 
-    # What the colours mean.
+
+def describe_token_maps(frames, maps, *, max_tokens: Optional[int] = 8,
+                        max_frames: Optional[int] = 8, normalize: str = "per_map",
+                        frame_indices: Optional[Sequence[int]] = None):
+    """What `plot_token_maps` shows, as a JSON-able dict: `columns` (`label`, the clip
+    `frames` the column stands for, `token_frame`), `rows` (the token labels, `token 3`),
+    `tokens` (their indices), `image` (one picture, no frames), and `colorbar`
+    (`normalize`, `range` = the values at the bar's two ends, `label` = what the colours
+    mean, `peaks` = the lowest and highest maximum of the maps drawn)."""
+    frames, maps, frame_indices = _check(frames, maps, normalize, frame_indices)
+    num_input = frames.shape[0]
+    is_image = num_input == 1 and maps.shape[0] == 1
+    columns = _pick(maps.shape[0], max_frames)
+    rows = _pick(maps.shape[1], max_tokens)
     drawn = maps[columns][:, rows]
     peaks = drawn.reshape(len(columns) * len(rows), -1).max(-1)
     peak_range = [float(peaks.min()), float(peaks.max())]
     if normalize == "per_map":
-        bar_range = [0.0, 1.0]
-        caption = (f"COLOUR = VALUE / PEAK OF ITS MAP, PEAKS {_number(peak_range[0])} TO "
-                   f"{_number(peak_range[1])}")
+        label = (f"value / peak of its map\n(peaks {_number(peak_range[0])} to "
+                 f"{_number(peak_range[1])})")
     else:
-        bar_range = [0.0, 1.0]
-        low = float(drawn.min())
-        caption = (f"COLOUR = MAP VALUE, CLIPPED TO 0 TO 1, VALUES {_number(low)} TO "
-                   f"{_number(peak_range[1])}")
-    bar_labels = [_number(bar_range[0]), _number(bar_range[1])]
-
-    text = 2
-    gap = 4
-    label_w = _text_size("TOKEN 000", text)[1] + 2 * gap
-    head_h = _text_size("X", text)[0] + 2 * gap
-    title_h = head_h if title else 0
-    bar_h = 10
-    scale_h = gap + bar_h + gap + _text_size("0", text)[0] + gap + _text_size("0", 1)[0] + gap
-    height = title_h + head_h + (len(rows) + 1) * (ch + gap) + gap + scale_h
-    width = label_w + len(columns) * (cw + gap) + gap
-    width = max(width, _text_size(title or "", text)[1] + 2 * gap,
-                label_w + _text_size(caption, 1)[1] + gap, label_w + 96 + gap)
-    canvas = _Canvas(height, width)
-    image = canvas.image
-    if title:
-        canvas.text(title, gap, gap, text)
-    top = title_h + head_h
-    canvas.text("FRAME" if not is_image else "", title_h + gap, gap, text)
-    layout_columns = []
-    for j, k in enumerate(columns):
-        x = label_w + j * (cw + gap)
-        label = column_labels[j]
-        label_scale = text if _text_size(label, text)[1] <= cw + gap else 1
-        canvas.text(label, title_h + gap, x, label_scale)
-        index = min(k * num_input // num_frames, num_input - 1)
-        frame = _resize_nearest(display[index], ch, cw)
-        image[top : top + ch, x : x + cw] = frame
-        grey = frame.astype(np.float32).mean(-1, keepdims=True)
-        for i, s in enumerate(rows):
-            y = top + (i + 1) * (ch + gap)
-            m = maps[k, s]
-            if normalize == "per_map":
-                peak = float(m.max())
-                m = m / peak if peak > 0 else m
-            heat = _colormap(_resize_nearest(m, ch, cw))
-            image[y : y + ch, x : x + cw] = np.round(
-                (1.0 - alpha) * grey + alpha * heat
-            ).astype(np.uint8)
-        layout_columns.append({
-            "label": label, "token_frame": int(k), "frames": column_frames[j],
-            "box": [top, x, top + (len(rows) + 1) * (ch + gap) - gap, x + cw],
-        })
-    canvas.text("INPUT", top + ch // 2 - 5, gap, text)
-    layout_rows = []
-    for i, s in enumerate(rows):
-        y = top + (i + 1) * (ch + gap)
-        canvas.text(f"TOKEN {s}", y + ch // 2 - 5, gap, text)
-        layout_rows.append({"label": f"TOKEN {s}", "token": int(s),
-                            "box": [y, label_w, y + ch, label_w + len(columns) * (cw + gap) - gap]})
-
-    # The colour scale: each bar pixel shows the colour of its centre's value.
-    y0 = top + (len(rows) + 1) * (ch + gap) + gap
-    x0 = label_w
-    bar_w = max(96, len(columns) * (cw + gap) - gap)
-    values = (np.arange(bar_w) + 0.5) / bar_w
-    image[y0 : y0 + bar_h, x0 : x0 + bar_w] = np.round(_colormap(values))[None].astype(np.uint8)
-    canvas.text("SCALE", y0, gap, text)
-    ty = y0 + bar_h + gap
-    canvas.text(bar_labels[0], ty, x0, text)
-    right = bar_labels[1]
-    canvas.text(right, ty, x0 + bar_w - _text_size(right, text)[1], text)
-    canvas.text(caption, ty + _text_size("0", text)[0] + gap, x0, 1)
-    if not return_layout:
-        return image
-    layout = {
-        "columns": layout_columns,
-        "rows": layout_rows,
-        "colorbar": {
-            "box": [y0, x0, y0 + bar_h, x0 + bar_w], "range": bar_range, "labels": bar_labels,
-            "caption": caption, "normalize": normalize, "peaks": peak_range,
-        },
-        "texts": [t for t in canvas.texts if t["text"]],
+        label = (f"map value, clipped to [0, 1]\n(values {_number(float(drawn.min()))} to "
+                 f"{_number(peak_range[1])})")
+    out_columns = []
+    for k in columns:
+        clip_frames = _column_frames(k, maps.shape[0], num_input, frame_indices)
+        out_columns.append({"label": _column_label(clip_frames, is_image), "frames": clip_frames,
+                            "token_frame": int(k)})
+    return {
+        "columns": out_columns,
+        "rows": [f"token {s}" for s in rows],
+        "tokens": [int(s) for s in rows],
+        "image": bool(is_image),
+        "colorbar": {"normalize": normalize, "range": [0.0, 1.0], "label": label,
+                     "peaks": peak_range},
     }
-    return image, layout
 
 
-def write_png(path, image, text=None):
-    """Writes uint8 `[H, W, 3]` (or `[H, W]`) as a PNG file (zlib; no extra dependency);
-    `text`: `{keyword: str}` stored as PNG `tEXt` chunks (Latin-1)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"write_png: expected uint8 [H, W, 3], got {image.dtype} {image.shape}.")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, -1)
-    if image.shape[-1] != 3:
-        raise ValueError(f"write_png: expected 3 channels, got {image.shape}.")
-    h, w, _ = image.shape
-    raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))
+def _grid_shape(info, image_columns):
+    """(rows, columns) of panels: a video is the frames row then one row per token, one
+    column per (token) frame; an image is its panels (image, token 0, ...) wrapped."""
+    if info["image"]:
+        n = 1 + len(info["rows"])
+        cols = min(n, image_columns)
+        return -(-n // cols), cols
+    return 1 + len(info["rows"]), len(info["columns"])
 
-    def chunk(kind, data):
-        body = kind + data
-        crc = struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-        return struct.pack(">I", len(data)) + body + crc
 
-    texts = b""
-    for key, value in (text or {}).items():
-        key = str(key).encode("latin-1")
-        if not 1 <= len(key) <= 79 or b"\0" in key:
-            raise ValueError(f"write_png: text keyword {key!r} must be 1 to 79 bytes, no NUL.")
-        texts += chunk(b"tEXt", key + b"\0" + str(value).encode("latin-1", "replace"))
-    png = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-        + texts
-        + chunk(b"IDAT", zlib.compress(raw, 6))
-        + chunk(b"IEND", b"")
+def _figure_size(info, panel_size, image_columns, title):
+    rows, cols = _grid_shape(info, image_columns)
+    return (panel_size * cols + 1.3, panel_size * 1.1 * rows + (0.35 if title else 0.0) + 0.1)
+
+
+def plot_token_maps(
+    frames,
+    maps,
+    *,
+    max_tokens: Optional[int] = 8,
+    max_frames: Optional[int] = 8,
+    alpha: float = 0.6,
+    normalize: str = "per_map",
+    title: Optional[str] = None,
+    frame_indices: Optional[Sequence[int]] = None,
+    cmap: str = "inferno",
+    interpolation: str = "nearest",
+    panel_size: float = 1.5,
+    image_columns: int = 5,
+    figure=None,
+):
+    """The token attention maps of one example as in the paper's Fig. 10: a matplotlib
+    `Figure` (matplotlib is imported here; `tl_keras.plotting.require_matplotlib`).
+
+    Video: the top row shows the input frames, then one row per shown token, one column per
+    (token) frame; each token panel is that token's map over its frame (in grey) as a heat
+    map, titled with the token and the clip frames (`token 3, frames 4-5`: a ViViT tubelet
+    of input frames 4 and 5, or the source video's frame numbers given as `frame_indices`).
+    Image: the image, then each token's map over it, wrapped at `image_columns` panels a
+    row. One colour bar beside the token panels says what the colours mean.
+
+    Args:
+        frames: the example's input, `[T, H, W, 3]` (video) or `[H, W, 3]` (image), any
+            value range (shown min-max scaled).
+        maps: its maps `[T', S, h, w]` (one example of `token_maps`); token frame k stands
+            for input frames `k * T // T'` to `(k + 1) * T // T' - 1` and is drawn over the
+            first of them.
+        max_tokens, max_frames: tokens / frames shown (evenly spaced when there are more).
+        alpha: opacity of the heat map over the (grey) frame.
+        normalize: `"per_map"` (each map divided by its own peak, default) or `"none"`
+            (values as they are, clipped to [0, 1]; for sigmoid maps).
+        title: the figure's title (e.g. the layer's path).
+        frame_indices: the number of each of the T input frames in its source video (e.g.
+            the sampled clip's indices), for the titles (default 0 .. T-1).
+        cmap, interpolation: of the heat maps (`"nearest"`: the layer's grid cells).
+        panel_size: side of a panel in inches.
+        figure: draw into this Figure / SubFigure instead of a new one.
+
+    Returns:
+        The Figure (or `figure`); its axes are the panels, then the colour bar
+        (`(1 + tokens) * columns + 1` axes for a video, `1 + tokens + 1` for an image).
+        `describe_token_maps` gives the same labels and scale as data.
+    """
+    info = describe_token_maps(frames, maps, max_tokens=max_tokens, max_frames=max_frames,
+                               normalize=normalize, frame_indices=frame_indices)
+    frames, maps, _ = _check(frames, maps, normalize, frame_indices)
+    plotting.require_matplotlib()
+    from matplotlib import cm, colors
+
+    fig = figure
+    if fig is None:
+        fig = plotting.new_figure(
+            figsize=_figure_size(info, panel_size, image_columns, title), layout="constrained"
+        )
+    display = _display_frames(frames)
+    height, width = display.shape[1:3]
+    extent = (0, width, height, 0)
+    num_input, num_token_frames = frames.shape[0], maps.shape[0]
+    nrows, ncols = _grid_shape(info, image_columns)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    font = 8
+
+    def heat(ax, k, s, text):
+        frame = display[min(k * num_input // num_token_frames, num_input - 1)]
+        m = maps[k, s]
+        if normalize == "per_map":
+            peak = float(m.max())
+            m = m / peak if peak > 0 else m
+        ax.imshow(frame.mean(-1), cmap="gray", vmin=0.0, vmax=1.0, extent=extent)
+        ax.imshow(np.clip(m, 0.0, 1.0), cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha,
+                  extent=extent, interpolation=interpolation)
+        ax.set_title(text, fontsize=font, pad=3)
+
+    token_axes = []
+    if info["image"]:
+        flat = list(axes.flat)
+        flat[0].imshow(display[0], extent=extent)
+        flat[0].set_title("image", fontsize=font, pad=3)
+        for i, s in enumerate(info["tokens"]):
+            heat(flat[i + 1], 0, s, f"token {s}")
+            token_axes.append(flat[i + 1])
+        for ax in flat[1 + len(info["tokens"]):]:
+            ax.remove()
+    else:
+        for j, column in enumerate(info["columns"]):
+            k = column["token_frame"]
+            first = min(k * num_input // num_token_frames, num_input - 1)
+            axes[0, j].imshow(display[first], extent=extent)
+            axes[0, j].set_title(f"input, {column['label']}", fontsize=font, pad=3)
+            for i, s in enumerate(info["tokens"]):
+                heat(axes[i + 1, j], k, s, f"token {s}, {column['label']}")
+                token_axes.append(axes[i + 1, j])
+    bar = fig.colorbar(
+        cm.ScalarMappable(norm=colors.Normalize(0.0, 1.0), cmap=cmap), ax=token_axes,
+        shrink=min(1.0, 0.9 if len(info["tokens"]) > 1 else 1.0), aspect=30, pad=0.02,
     )
-    parent = os.path.dirname(str(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(png)
-    return path
+    bar.set_label(info["colorbar"]["label"], fontsize=font)
+    bar.ax.tick_params(labelsize=font)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def _first_batch(inputs):
@@ -522,9 +428,79 @@ def _first_batch(inputs):
         if isinstance(batch, (tuple, list)):
             batch = batch[0]
         if isinstance(batch, dict):
-            raise ValueError("write_token_maps: dict batches are not supported; pass the inputs.")
+            raise ValueError("token_maps_figure: dict batches are not supported; pass the inputs.")
         return batch
-    raise ValueError("write_token_maps: the input dataset is empty.")
+    raise ValueError("token_maps_figure: the input dataset is empty.")
+
+
+def _example(model, inputs, example):
+    """One example `[1, ...]` of `inputs` (a batch, or a dataset's first batch; the middle
+    view of a multi-view batch `[B, V, ...]`)."""
+    batch = np.asarray(_first_batch(inputs))
+    model_inputs = getattr(model, "inputs", None)
+    if model_inputs and batch.ndim == len(model_inputs[0].shape) + 1:
+        # Multi-view evaluation batches `[B, V, ...]`: the middle view (the centre crop of
+        # the middle clip for the 3-crop test views).
+        batch = batch[:, batch.shape[1] // 2]
+    if not 0 <= example < batch.shape[0]:
+        raise ValueError(
+            f"token_maps_figure: example={example} is not in a batch of {batch.shape[0]}."
+        )
+    return batch[example : example + 1]
+
+
+def _token_maps_figure(model, inputs, *, example=0, layers=None, frame_indices=None,
+                       **plot_kwargs):
+    """`(figure, info)`: see `token_maps_figure`; info: one `describe_token_maps` dict per
+    layer, with its `layer`."""
+    x = _example(model, inputs, example)
+    maps = token_maps(model, x, layers=layers)
+    kw = {k: v for k, v in plot_kwargs.items()
+          if k in ("max_tokens", "max_frames", "normalize")}
+    infos = []
+    for name, m in maps.items():
+        info = describe_token_maps(x[0], m[0], frame_indices=frame_indices, **kw)
+        infos.append({"layer": name, **info})
+    panel = plot_kwargs.get("panel_size", 1.5)
+    cols = plot_kwargs.get("image_columns", 5)
+    sizes = [_figure_size(info, panel, cols, True) for info in infos]
+    fig = plotting.new_figure(
+        figsize=(max(w for w, _ in sizes), sum(h for _, h in sizes)), layout="constrained"
+    )
+    subfigs = [fig] if len(maps) == 1 else list(
+        fig.subfigures(len(maps), 1, height_ratios=[h for _, h in sizes])
+    )
+    for sub, (name, m) in zip(subfigs, maps.items()):
+        plot_token_maps(x[0], m[0], title=name, frame_indices=frame_indices, figure=sub,
+                        **plot_kwargs)
+    return fig, infos
+
+
+def token_maps_figure(model, inputs, *, example: int = 0,
+                      layers: Optional[Sequence[str]] = None,
+                      frame_indices: Optional[Sequence[int]] = None, **plot_kwargs):
+    """The token maps of one example, one `plot_token_maps` block per TokenLearner layer
+    (stacked, titled with the layer's path): a matplotlib Figure.
+
+    Args:
+        model: a Keras model with TokenLearner layers (ValueError otherwise).
+        inputs: a batch of model input (array or tensor), or a dataset / iterable of batches
+            (`x` or `(x, y)`; the first batch is used), pre-processed as the model expects.
+            A multi-view evaluation batch `[B, V, ...]` gives its middle view.
+        example: which example of the batch.
+        layers: TokenLearner layer paths to draw (default all).
+        frame_indices: each input frame's number in its source video, for the titles
+            (default 0 .. T-1).
+        **plot_kwargs: `plot_token_maps` options (`max_tokens`, `max_frames`, ...).
+    """
+    return _token_maps_figure(model, inputs, example=example, layers=layers,
+                              frame_indices=frame_indices, **plot_kwargs)[0]
+
+
+def token_maps_image(model, inputs, *, dpi: int = 80, **kwargs):
+    """`token_maps_figure` rendered as uint8 RGB `[H, W, 3]` (the trainer's TensorBoard
+    image)."""
+    return plotting.figure_to_array(token_maps_figure(model, inputs, **kwargs), dpi=dpi)
 
 
 def write_token_maps(
@@ -535,26 +511,14 @@ def write_token_maps(
     example: int = 0,
     layers: Optional[Sequence[str]] = None,
     frame_indices: Optional[Sequence[int]] = None,
-    **draw_kwargs,
+    dpi: int = 100,
+    **plot_kwargs,
 ):
-    """Draws the token maps of one example (`draw_token_maps`, one block per TokenLearner
-    layer, stacked) and writes them to the PNG `path`.
+    """Draws `token_maps_figure` and writes it to `path` (PNG).
 
-    Args:
-        model: a Keras model.
-        inputs: a batch of model input (array or tensor), or a dataset / iterable of batches
-            (`x` or `(x, y)`; the first batch is used), pre-processed as the model expects.
-            A multi-view evaluation batch `[B, V, ...]` gives its middle view.
-        path: output `.png`.
-        example: which example of the batch.
-        layers: TokenLearner layer paths to draw (default all).
-        frame_indices: each input frame's number in its source video, for the column labels
-            (default 0 .. T-1).
-        **draw_kwargs: `draw_token_maps` options (`max_tokens`, `max_frames`, `cell`, ...).
-
-    The PNG also holds, as the `tEXt` chunk `tl_keras:token_maps`, a JSON list with one
-    entry per block: `layer`, and the column labels and clip frames, row labels and colour
-    scale of `draw_token_maps`'s layout.
+    The PNG also holds, as the text chunk `tl_keras:token_maps`, a JSON list with one entry
+    per layer: `layer` and `describe_token_maps`'s columns (labels and clip frames), rows
+    and colour scale.
 
     Returns:
         `path`, or None (with a warning in the log) when the model has no TokenLearner.
@@ -563,34 +527,9 @@ def write_token_maps(
         log.warning("write_token_maps: %s has no TokenLearner layer; no token maps written.",
                     getattr(model, "name", model))
         return None
-    batch = np.asarray(_first_batch(inputs))
-    model_inputs = getattr(model, "inputs", None)
-    if model_inputs and batch.ndim == len(model_inputs[0].shape) + 1:
-        # Multi-view evaluation batches `[B, V, ...]`: the middle view (the centre crop of
-        # the middle clip for the 3-crop test views).
-        batch = batch[:, batch.shape[1] // 2]
-    if not 0 <= example < batch.shape[0]:
-        raise ValueError(
-            f"write_token_maps: example={example} is not in a batch of {batch.shape[0]}."
-        )
-    x = batch[example : example + 1]
-    maps = token_maps(model, x, layers=layers)
-    blocks, info = [], []
-    for name, m in maps.items():
-        block, layout = draw_token_maps(
-            x[0], m[0], title=name, frame_indices=frame_indices, return_layout=True,
-            **draw_kwargs,
-        )
-        blocks.append(block)
-        info.append({
-            "layer": name,
-            "columns": [{k: c[k] for k in ("label", "frames")} for c in layout["columns"]],
-            "rows": [r["label"] for r in layout["rows"]],
-            "colorbar": {k: v for k, v in layout["colorbar"].items() if k != "box"},
-        })
-    width = max(b.shape[1] for b in blocks)
-    padded = [
-        np.pad(b, ((0, 8), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks
-    ]
-    return write_png(path, np.concatenate(padded, 0),
-                     text={"tl_keras:token_maps": json.dumps(info)})
+    fig, infos = _token_maps_figure(model, inputs, example=example, layers=layers,
+                                    frame_indices=frame_indices, **plot_kwargs)
+    info = [{k: v for k, v in i.items() if k in ("layer", "columns", "rows", "colorbar")}
+            for i in infos]
+    return plotting.save_figure(fig, path, dpi=dpi,
+                                metadata={"tl_keras:token_maps": json.dumps(info)})

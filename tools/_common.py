@@ -145,6 +145,16 @@ def preprocessing(model, config, args):
         raise ToolError(str(e)) from None
 
 
+def require_matplotlib():
+    """ToolError (one line, naming the extra to install) unless matplotlib imports."""
+    from tl_keras import plotting  # standard library and numpy only
+
+    try:
+        plotting.require_matplotlib()
+    except ImportError as e:
+        raise ToolError(str(e)) from None
+
+
 def read_class_names(value):
     """`--class_names`: a text file with one name per line, or a comma-separated list."""
     if not value:

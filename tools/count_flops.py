@@ -2,6 +2,8 @@
 
     python tools/count_flops.py vit_l16 --image_size=512 --tokenlearner=16@12
     python tools/count_flops.py vit_b16 --image_size=384 --tokenlearner=8@6 --fuser
+    python tools/count_flops.py vit_b16 --image_size=384 --tokenlearner=8@6+unpool   # Fig. 7
+    python tools/count_flops.py vit_b16 --image_size=384 --tokenlearner=8@6 --fuser=reprojection
     python tools/count_flops.py vivit_l16 --num_frames=32 --tokenlearner=8@18 --extra_layers=6
     python tools/count_flops.py --paper        # every row of the paper, side by side
     python tools/count_flops.py --paper --markdown   # the same, as the README's table
@@ -17,6 +19,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/_common.py
 import _common  # noqa: E402  (no TensorFlow: --help answers at once)
+
+
+#: `tl_keras.layers.tokenizers.FUSERS` (no TensorFlow before the flags are read; a test
+#: pins the two together).
+FUSER_CHOICES = ("tokenfuser", "unpool", "reprojection")
 
 
 def _size(text):
@@ -40,8 +47,11 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=_size, help="e.g. 384 or 384x512")
     parser.add_argument("--patch_size", type=_size)
     parser.add_argument("--num_frames", type=int, help="video models")
-    parser.add_argument("--tokenlearner", help="S@AT, e.g. 16@12, 8@6+fuser, 8@6+v1")
-    parser.add_argument("--fuser", action="store_true", help="add TokenFuser (model 'b')")
+    parser.add_argument("--tokenlearner",
+                        help="S@AT, e.g. 16@12, 8@6+fuser, 8@6+unpool, 8@6+reprojection, 8@6+v1")
+    parser.add_argument("--fuser", nargs="?", const="tokenfuser", choices=FUSER_CHOICES,
+                        help="add a fuser after every block from AT on (model 'b'): "
+                             "TokenFuser (bare --fuser) or a Fig. 7 alternative")
     parser.add_argument("--extra_layers", type=int, help="blocks added after the TokenLearner")
     parser.add_argument("--num_classes", type=int)
     parser.add_argument("--paper", action="store_true", help="print the paper's table")
@@ -69,7 +79,10 @@ def model_kwargs(args):
         except ValueError as e:
             raise _common.ToolError(f"--tokenlearner={args.tokenlearner}: {e}") from None
         if args.fuser:
-            tl = TL(tl.num_tokens, tl.at, fuser=True, version=tl.version)
+            try:
+                tl = TL(tl.num_tokens, tl.at, fuser=args.fuser, version=tl.version)
+            except ValueError as e:
+                raise _common.ToolError(f"--fuser={args.fuser}: {e}") from None
         kwargs["tokenlearner"] = tl
     return kwargs
 

@@ -5,6 +5,7 @@
     python tools/export_model.py --workdir=RUN --format=saved_model,keras --class_names=classes.txt
     python tools/export_model.py --model=model.keras --output=out --min_resize=256 --multilabel
     python tools/export_model.py --workdir=RUN --format=litert,onnx,openvino
+    python tools/export_model.py --workdir=RUN --format=litert --quantize=dynamic_range,full_integer
 
 `--workdir` takes the newest checkpoint of a training run (or `--checkpoint=PATH`) and the
 run's resolved config (`config.json`: pre-processing, multi-label, and the class names of
@@ -25,6 +26,16 @@ JSON beside each file), logits out; `--openvino_pixels` puts the pre-processing 
 OpenVINO model (uint8 pixels of any size in). Their converters come with `pip install
 'tl_keras[deploy]'`.
 
+`--quantize=dynamic_range` / `full_integer` (comma-separated for both) writes quantized
+LiteRT files instead of the float32 one (`none` in the list: the float32 one too), to
+`litert_dynamic_range/model.tflite` and `litert_full_integer/model.tflite`:
+dynamic range = int8 weights, float32 activations; full integer = int8 weights and
+activations, float32 in and out, the activation ranges calibrated on
+`--representative_examples` examples (default 256) of the run's training split, read
+through the run's own input pipeline (its config: dataset, frames, crop, normalisation), or
+on `--representative_data=FILE.npy` (model inputs, already pre-processed; needed with
+`--model`). Ops without an int8 kernel stay float32 (listed in `model.tflite.json`).
+
 The SavedModel's signatures (`serving_default`, `serve_uint8`, `serve_encoded`) are
 described in `tl_keras/export.py` and listed by `saved_model_cli show --dir OUT/saved_model
 --all`.
@@ -43,6 +54,7 @@ RUNTIME_FORMATS = ("litert", "onnx", "openvino")  # tl_keras.export.RUNTIME_FORM
 FORMATS = ("saved_model", "keras") + RUNTIME_FORMATS
 # tl_keras.export.RUNTIME_FILES, and the packages each conversion needs (no TF import here).
 RUNTIME_FILES = {"litert": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
+QUANTIZATIONS = ("dynamic_range", "full_integer")  # tl_keras.export.QUANTIZATIONS
 CONVERTERS = {"litert": (), "onnx": ("tf2onnx", "onnx"), "openvino": ("openvino",)}
 PROG = "export_model"
 
@@ -71,6 +83,16 @@ def parse_args(argv=None):
     parser.add_argument("--openvino_pixels", action="store_true",
                         help="openvino: the pre-processing inside the model (uint8 pixels of "
                              "any size in); LiteRT and ONNX Runtime cannot run it")
+    parser.add_argument("--quantize", default=None,
+                        help="litert: dynamic_range and/or full_integer (comma-separated; "
+                             "none = also the float32 file), written to "
+                             "litert_<mode>/model.tflite")
+    parser.add_argument("--representative_examples", type=int, default=256,
+                        help="full_integer: calibration examples from the run's training "
+                             "split (default 256)")
+    parser.add_argument("--representative_data",
+                        help="full_integer: a .npy / .npz of model inputs (pre-processed) to "
+                             "calibrate on instead of the run's training split")
     parser.add_argument("--max_request_pixels", type=int, default=None,
                         help="most pixels of one serving request, all frames together "
                              "(default 2**27; tl_keras/export.py)")
@@ -86,9 +108,73 @@ def parse_args(argv=None):
         parser.error("--openvino_pixels is an option of --format=openvino.")
     if args.model and not args.output:
         parser.error("--model needs --output=DIR.")
+    args.quantize = _parse_quantize(parser, args)
     if args.max_request_pixels is not None and args.max_request_pixels < 1:
         parser.error(f"--max_request_pixels={args.max_request_pixels}: must be positive.")
     return args
+
+
+def _parse_quantize(parser, args):
+    """`--quantize` as a list of LiteRT variants (None = the float32 file)."""
+    if args.quantize is None:
+        if args.representative_data:
+            parser.error("--representative_data is an option of --quantize=full_integer.")
+        return [None]
+    modes = [m.strip() for m in args.quantize.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in QUANTIZATIONS + ("none",)]
+    if unknown or not modes:
+        parser.error(f"--quantize={args.quantize}: expected {', '.join(QUANTIZATIONS)} or none "
+                     "(comma-separated for several).")
+    if "litert" not in args.formats:
+        parser.error("--quantize is an option of --format=litert.")
+    if args.representative_data and "full_integer" not in modes:
+        parser.error("--representative_data is an option of --quantize=full_integer.")
+    if args.representative_examples < 1:
+        parser.error(f"--representative_examples={args.representative_examples}: must be >= 1.")
+    if args.model and "full_integer" in modes and not args.representative_data:
+        parser.error("--quantize=full_integer with --model needs --representative_data=FILE.npy "
+                     "(model inputs to calibrate on); a --workdir run uses its training split.")
+    return [None if m == "none" else m for m in dict.fromkeys(modes)]
+
+
+def litert_target(mode):
+    """The output folder of a LiteRT variant: `litert` (float32), `litert_<mode>`."""
+    return "litert" if mode is None else f"litert_{mode}"
+
+
+def representative_data(args, config, prep):
+    """The calibration inputs of `--quantize=full_integer`: `--representative_data`, or
+    batches of the run's training split through its own input pipeline (the trainer's
+    `Task`: the same dataset, frames, crop and normalisation)."""
+    import numpy as np
+
+    if args.representative_data:
+        _common.check_exists(args.representative_data, "--representative_data")
+        with open(args.representative_data, "rb") as f:
+            loaded = np.load(f)
+            if hasattr(loaded, "files"):  # .npz: its first array
+                loaded = loaded[loaded.files[0]]
+            return [np.asarray(loaded)]
+    from tl_keras import configs
+    from tl_keras.train import tasks
+
+    cfg = configs.from_dict(configs.Config, config)
+    if cfg.data.dataset in tasks.IN_MEMORY:
+        raise _common.ToolError(
+            f"the run's dataset {cfg.data.dataset!r} is generated in memory by its experiment; "
+            "pass --representative_data=FILE.npy (model inputs) to calibrate on."
+        )
+    try:
+        task = tasks.make_task(tasks.resolve_data(cfg))
+    except configs.ConfigError as e:
+        raise _common.ToolError(f"the run's training data: {e}") from None
+    dataset = task.train_dataset_fn(None, min(args.representative_examples, 16))
+
+    def batches():
+        for x, *_ in dataset:  # the training split, augmented as in training; repeats
+            yield task.model_inputs(x)
+
+    return batches
 
 
 def _is_remote(path):
@@ -128,12 +214,22 @@ def check_converters(formats):
             )
 
 
+def output_kinds(args):
+    """What is written: the formats, `litert` replaced by its variants (`--quantize`)."""
+    kinds = []
+    for kind in args.formats:
+        kinds += [litert_target(m) for m in args.quantize] if kind == "litert" else [kind]
+    return kinds
+
+
 def check_output(output, formats, overwrite):
     """ToolError unless every target of `formats` under `output` is free, or may be
     replaced (`--overwrite`: a SavedModel or empty directory, a `.keras` file)."""
     targets = {"saved_model": os.path.join(output, "saved_model"),
                "keras": os.path.join(output, "model.keras")}
     targets.update({kind: os.path.join(output, kind) for kind in RUNTIME_FORMATS})
+    targets.update({litert_target(m): os.path.join(output, litert_target(m))
+                    for m in QUANTIZATIONS})
     for kind in formats:
         path = targets[kind]
         if not _exists(path):
@@ -143,9 +239,11 @@ def check_output(output, formats, overwrite):
                 f"{path} exists and is not a SavedModel directory (no saved_model.pb); "
                 "not touched, even with --overwrite: remove it or pick another --output."
             )
-        if kind in RUNTIME_FORMATS and not _replaceable_saved_model(path, RUNTIME_FILES[kind]):
+        runtime = "litert" if kind.startswith("litert") else kind
+        if runtime in RUNTIME_FORMATS and not _replaceable_saved_model(
+                path, RUNTIME_FILES[runtime]):
             raise _common.ToolError(
-                f"{path} exists and is not a {kind} export (no {RUNTIME_FILES[kind]}); "
+                f"{path} exists and is not a {runtime} export (no {RUNTIME_FILES[runtime]}); "
                 "not touched, even with --overwrite: remove it or pick another --output."
             )
         if kind == "keras" and os.path.isdir(path):
@@ -207,11 +305,26 @@ def class_names_from_flag(value, num_classes):
     return names
 
 
+def _quantization_line(path):
+    import json
+
+    with open(path + ".json") as f:
+        q = json.load(f)["quantization"]
+    line = (f"{q['mode']}: {q['weights']} weights, {q['activations']} activations, "
+            f"{q['input_output']} in and out, {os.path.getsize(path)} bytes")
+    if q["mode"] == "full_integer":
+        fallback = ", ".join(f"{k} x{v}" for k, v in q["float_ops"].items()) or "none"
+        line += (f"; calibrated on {q['representative_examples']} examples; ops left in "
+                 f"float32: {fallback}")
+    return line
+
+
 def run(args):
     """The export once the arguments are parsed (imports TensorFlow)."""
     check_converters(args.formats)
+    kinds = output_kinds(args)
     if args.model:  # the output is known: refuse before loading anything
-        check_output(args.output, args.formats, args.overwrite)
+        check_output(args.output, kinds, args.overwrite)
     _common.import_tensorflow()
     from tl_keras import export
 
@@ -222,7 +335,7 @@ def run(args):
     else:
         model, config, source = _common.load_model(args.model)
         output = args.output
-    targets = check_output(output, args.formats, args.overwrite)
+    targets = check_output(output, kinds, args.overwrite)
     options = export.serving_options_from_config(config, model) if config else {}
     prep = _common.preprocessing(model, config, args)
     outputs = getattr(model, "outputs", None) or [None]
@@ -254,14 +367,22 @@ def run(args):
     for kind in RUNTIME_FORMATS:
         if kind not in args.formats:
             continue
-        _write_replacing(
-            targets[kind],
-            lambda p, kind=kind: export.export_runtime(
-                model, os.path.join(p, RUNTIME_FILES[kind]), kind, class_names=class_names,
-                preprocessing=prep, pixels=kind == "openvino" and args.openvino_pixels,
-            ),
-        )
-        paths[kind] = os.path.join(targets[kind], RUNTIME_FILES[kind])
+        for mode in args.quantize if kind == "litert" else [None]:
+            target = litert_target(mode) if kind == "litert" else kind
+            quantization = {}
+            if mode is not None:
+                quantization["quantization"] = mode
+            if mode == "full_integer":
+                quantization["representative_data"] = representative_data(args, config, prep)
+                quantization["representative_examples"] = args.representative_examples
+            _write_replacing(
+                targets[target],
+                lambda p, kind=kind, q=quantization: export.export_runtime(
+                    model, os.path.join(p, RUNTIME_FILES[kind]), kind, class_names=class_names,
+                    preprocessing=prep, pixels=kind == "openvino" and args.openvino_pixels, **q,
+                ),
+            )
+            paths[target] = os.path.join(targets[target], RUNTIME_FILES[kind])
     print(f"export_model: {type(model).__name__} {model.name!r} from {source}")
     frames = (f", {prep.num_frames} frames ({prep.eval_split} evaluation)"
               if prep.kind == "video" else "")
@@ -275,10 +396,12 @@ def run(args):
           f"{shown or 'none (top_k_labels are the indices)'}")
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
+        if kind.startswith("litert_"):
+            print(f"    {_quantization_line(path)}")
     if "saved_model" in paths:
         print(f"  signatures: serving_default, serve_uint8, serve_encoded "
               f"(saved_model_cli show --dir {paths['saved_model']} --all)")
-    caller = [k for k in RUNTIME_FORMATS if k in paths
+    caller = [k for k in paths if k.split("_")[0] in RUNTIME_FORMATS
               and not (k == "openvino" and args.openvino_pixels)]
     if caller:
         print(f"  {' / '.join(caller)}: float32 model input, batch dynamic -> logits; the "

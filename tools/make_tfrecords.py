@@ -107,6 +107,7 @@ def main(argv=None) -> int:
             report_path=args.report,
             seed=args.seed,
             progress=not args.no_progress,
+            worker_initializer=_cli.import_tensorflow,  # workers start quietly too
         )
     except (ValueError, FileNotFoundError, writer.ConversionEnvironmentError) as e:
         print(f"make_tfrecords: error: {e}", file=sys.stderr)

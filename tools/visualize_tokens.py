@@ -1,5 +1,6 @@
-"""Draw what the learned tokens attend to (paper Fig. 10): a PNG grid of heat maps, one row
-per token and one column per frame, over the input frames.
+"""Draw what the learned tokens attend to (paper Fig. 10): a PNG of the input frames, then
+each token's map over its frame as a heat map (one row per token, one column per frame),
+every panel titled with its token and frames, and a colour bar.
 
     python tools/visualize_tokens.py --model=model.keras --input=image.jpg --output=maps.png
     python tools/visualize_tokens.py --model=RUN_DIR --input=video.mp4 --output=maps.png
@@ -12,7 +13,8 @@ DMVR video records (`tf.train.SequenceExample`) or ImageNet-style image records
 (`tf.train.Example` with `image/encoded`); `--example` picks the record. The input is
 pre-processed exactly as in evaluation (`tl_keras.data.preprocessing`): a video's middle clip of the
 model's frame count every `--stride` frames, shorter side resized, centre crop, normalised.
-Every TokenLearner layer of the model gets one block of the grid (`--layer` picks one).
+Every TokenLearner layer of the model gets one block of the figure (`--layer` picks one).
+Needs matplotlib: `pip install 'tl_keras[plot]'`.
 """
 
 import argparse
@@ -40,6 +42,9 @@ def parse_args(argv=None):
                         help="TokenLearner layer path to draw (repeatable; default all)")
     parser.add_argument("--max_tokens", type=int, default=8)
     parser.add_argument("--max_frames", type=int, default=8)
+    parser.add_argument("--normalize", choices=["per_map", "none"], default="per_map",
+                        help="per_map: each map divided by its peak (default); none: values "
+                             "as they are, clipped to [0, 1]")
     _common.add_preprocessing_flags(parser)
     return parser.parse_args(argv)
 
@@ -122,6 +127,7 @@ def main(argv=None):
 def run(args):
     """The drawing once the arguments are parsed (imports TensorFlow)."""
     _common.check_exists(args.input, "--input")
+    _common.require_matplotlib()
     model, config, source = _common.load_model(args.model, args.checkpoint)  # TensorFlow, quietly
     from tl_keras import visualize
 
@@ -132,7 +138,7 @@ def run(args):
         raise _common.ToolError(f"the model {model.name!r} has no TokenLearner layer.")
     path = visualize.write_token_maps(
         model, x, args.output, layers=args.layer, max_tokens=args.max_tokens,
-        max_frames=args.max_frames, frame_indices=frame_indices,
+        max_frames=args.max_frames, normalize=args.normalize, frame_indices=frame_indices,
     )
     print(f"visualize_tokens: token maps of {source} on {args.input} -> {path}")
     return 0

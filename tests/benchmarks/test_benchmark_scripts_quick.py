@@ -61,3 +61,24 @@ def test_limits_quick(tmp_path):
     # The profiler saw the model's matmuls; executor bookkeeping is not an op type.
     assert any("MatMul" in op for op in ops) and "Process" not in ops
     assert abs(sum(r["share"] for r in results["profile"]["ops"]) - 1.0) < 0.01
+
+
+@pytest.mark.slow
+def test_runtimes_quick(tmp_path):
+    """benchmarks/runtimes.py --quick: every runtime (TF SavedModel, LiteRT float32 / dynamic
+    range / full integer, ONNX Runtime, OpenVINO) of two tiny ViTs, each in its own child
+    process, one repetition."""
+    for module in ("ai_edge_litert", "onnxruntime", "openvino", "tf2onnx"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} not installed (pip install 'tl_keras[deploy]')")
+    out = run("runtimes.py", "--quick", "--json", str(tmp_path / "r.json"))
+    assert "| model | runtime | file (MB) | batch 1 (ms) |" in out
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    runtimes = {"saved_model", "litert", "litert_dynamic_range", "litert_full_integer", "onnx",
+                "openvino"}
+    assert {(r["model"], r["runtime"]) for r in results} == {
+        (m, rt) for m in ("vit_tiny", "vit_tiny_tl") for rt in runtimes}
+    for r in results:
+        assert r["ms_b1"] > 0 and r["ms_b8"] > 0 and r["peak_b8_mb"] >= r["rss_load_mb"] * 0.5
+        if r["runtime"] in ("litert", "onnx", "openvino"):  # float32: the SavedModel's logits
+            assert r["max_err"] < 1e-4, r

@@ -2,6 +2,8 @@
 TokenLearner, random heads (so outputs depend on the input), each exported once per session."""
 
 import os
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -79,3 +81,27 @@ def subprocess_env():
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
     return env
+
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@pytest.fixture(scope="session")
+def trained_runlocal(tmp_path_factory, subprocess_env):
+    """`(workdir, stderr)` of the README's main command, `experiments/kinetics.py
+    --runlocal` trained in full (600 steps; 1-3 minutes here), run as from a user's shell (no
+    TF_CPP_MIN_LOG_LEVEL: the command must quieten TensorFlow itself). Trained once per
+    session (per xdist worker: the modules that use it share the `export_runlocal` group)."""
+    workdir = str(tmp_path_factory.mktemp("runlocal") / "run")
+    env = {k: v for k, v in subprocess_env.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TL_KERAS_SHOW_STARTUP")}
+    # With XLA: TensorFlow 2.21's CPU kernels for the gradient of the tubelet embedding (a
+    # Conv3D with stride = kernel: Conv3DBackpropFilterV2 / InputV2) took 40-70 s per call
+    # here (XLA: 0.04 s), which made the 600 steps take hours. XLA cannot compile the fused
+    # uint8 normalisation (`Dequantize` with an axis), so the pipeline normalises (float32
+    # clips, the same values up to the uint8 rounding of resized pixels). Same model.
+    args = [sys.executable, "experiments/kinetics.py", "--runlocal", f"--workdir={workdir}",
+            "--set", "train.jit_compile=true", "data.output_dtype=float32"]
+    proc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return workdir, proc.stderr

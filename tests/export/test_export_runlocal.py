@@ -1,6 +1,6 @@
-"""End to end (slow): a real `--runlocal` training run (the README's main command, fewer
-steps), its stderr, `tools/export_model.py --workdir`, every signature through the
-`saved_model_cli` binary, and the run's token-map PNG."""
+"""End to end (slow): a real `--runlocal` training run (the README's main command), its
+stderr, `tools/export_model.py --workdir`, every signature through the `saved_model_cli`
+binary, and the run's token-map PNG."""
 
 import json
 import os
@@ -25,15 +25,10 @@ def _run(args, env, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def runlocal_run(tmp_path_factory, subprocess_env):
-    """`(workdir, stderr)` of `kinetics.py --runlocal`, run as from a user's shell (no
-    TF_CPP_MIN_LOG_LEVEL: the command must quieten TensorFlow itself)."""
-    workdir = str(tmp_path_factory.mktemp("runlocal") / "run")
-    env = {k: v for k, v in subprocess_env.items()
-           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TL_KERAS_SHOW_STARTUP")}
-    proc = _run([sys.executable, "experiments/kinetics.py", "--runlocal", f"--workdir={workdir}",
-                 "--set", "train.num_steps=10", "eval.num_steps=1"], env)
-    return workdir, proc.stderr
+def runlocal_run(trained_runlocal):
+    """`(workdir, stderr)` of `kinetics.py --runlocal` (the session's one training run,
+    `conftest.trained_runlocal`, shared with the int8 tests of `test_int8.py`)."""
+    return trained_runlocal
 
 
 @pytest.fixture(scope="module")
@@ -91,4 +86,22 @@ def test_runlocal_run_writes_token_maps(runlocal_workdir):
     png = os.path.join(runlocal_workdir, "token_maps.png")
     assert os.path.exists(png), "--runlocal did not write token_maps.png into the workdir"
     with open(png, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # The figure's labels, as JSON in the PNG: a block per TokenLearner layer, its columns
+    # the clip frames they stand for, a colour scale.
+    from PIL import Image
+
+    with Image.open(png) as image:
+        (block, *_) = json.loads(image.text["tl_keras:token_maps"])
+    assert block["columns"] and all(c["frames"] for c in block["columns"])
+    assert block["rows"][0] == "token 0" and block["colorbar"]["range"] == [0.0, 1.0]
+    # TensorBoard got the token maps at the evaluation too (tl_keras.train's summaries).
+    import tensorflow as tf
+
+    eval_dir = os.path.join(runlocal_workdir, "eval")
+    tags = {value.tag
+            for name in os.listdir(eval_dir) if name.startswith("events")
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(eval_dir, name))
+            for value in event.summary.value}
+    assert "eval/token_maps" in tags and "eval/top1" in tags

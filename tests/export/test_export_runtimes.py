@@ -277,3 +277,109 @@ def test_tool_openvino_pixels(exports, tmp_path, subprocess_env, monkeypatch, ca
     prep = data.preprocessing_for(model, min_resize=40)
     want = np.asarray(model(data.preprocess(pixels, prep), training=False))
     assert np.max(np.abs(got["p"] - want)) <= RTOL * np.max(np.abs(want))
+
+
+# --------------------------------------------------------------------------------------
+# LiteRT quantization (tiny models; the trained model's agreement: test_int8.py).
+# --------------------------------------------------------------------------------------
+
+# Of the logits' scale, on the tiny model with every weight perturbed by N(0, 0.2) and random
+# inputs (seen: dynamic range 0.017, full integer 0.28, calibrated on 10 random images): a
+# plumbing check (calibration on normalised pixels, float32 in and out); what int8 does to
+# a trained model is measured by test_int8.py (top-1 agreement).
+QUANT_RTOL = {"dynamic_range": 0.05, "full_integer": 0.5}
+
+
+@pytest.mark.parametrize("mode", [
+    "dynamic_range", pytest.param("full_integer", marks=pytest.mark.slow)])
+def test_litert_quantized(exports, mode, tmp_path, subprocess_env):
+    """`export_runtime(..., "litert", quantization=mode)`: int8 weights (a smaller file),
+    the batch dynamic, float32 logits near the Keras model's;
+    `full_integer` calibrated on uint8 pixel batches (normalised by the export) with
+    labels, as a `uint8` pipeline yields them."""
+    _needs("litert")
+    model = exports.model("vit_b")
+    rng = np.random.default_rng(5)
+    options = {}
+    if mode == "full_integer":
+        batches = [(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), np.eye(5)[:4])
+                   for _ in range(3)]
+        options = dict(representative_data=batches, representative_examples=10)
+    path = export.export_runtime(model, str(tmp_path / "q" / "model.tflite"), "litert",
+                                 quantization=mode, **options)
+    with open(path + ".json") as f:
+        info = json.load(f)["quantization"]
+    assert info["mode"] == mode and info["weights"] == "int8"
+    if mode == "full_integer":
+        assert info["activations"] == "int8" and info["representative_examples"] == 10
+        assert info["float_ops"] == {}, info["float_ops"]  # an image model: every op int8
+    # Smaller, though not 4x: in a model this tiny most tensors are below the converter's
+    # 1024-element threshold (kept float32) and the flatbuffer's own bytes weigh in.
+    assert os.path.getsize(path) < 0.8 * os.path.getsize(exports.path("vit_b", "litert"))
+    x = rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    got, run_info = run_in_runtime("litert", path, {"x": x[:1], "y": x}, tmp_path, subprocess_env)
+    assert run_info["imported"] == [] and run_info["shape_signature"] == [-1, 32, 32, 3]
+    want = np.asarray(model(x, training=False))
+    err = np.max(np.abs(got["y"] - want)) / np.max(np.abs(want))
+    print(f"{mode}: max error {err:.3g} of the logits' scale")
+    assert err <= QUANT_RTOL[mode], f"{mode}: max error {err:.3g} of the scale"
+    np.testing.assert_allclose(got["x"], got["y"][:1], atol=1e-5 * np.max(np.abs(want)))
+
+
+def test_litert_quantization_argument_errors(exports, tmp_path):
+    model = exports.model("vit_b")
+    path = str(tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="quantization='int4'"):
+        export.export_runtime(model, path, "litert", quantization="int4")
+    with pytest.raises(ValueError, match="is for format='litert' only"):
+        export.export_runtime(model, str(tmp_path / "m.onnx"), "onnx", quantization="dynamic_range")
+    with pytest.raises(ValueError, match="needs representative_data"):
+        export.export_runtime(model, path, "litert", quantization="full_integer")
+    with pytest.raises(ValueError, match="dynamic_range needs no representative_data"):
+        export.export_runtime(model, path, "litert", quantization="dynamic_range",
+                              representative_data=[np.zeros((1, 32, 32, 3), np.float32)])
+    with pytest.raises(ValueError, match="representative_data is for quantization='full_integer'"):
+        export.export_runtime(model, path, "litert",
+                              representative_data=[np.zeros((1, 32, 32, 3), np.float32)])
+    assert not os.listdir(tmp_path)
+
+
+def test_tool_quantize_flags(monkeypatch, capsys):
+    tool = _load_tool(monkeypatch)
+    argv = ["--model=m.keras", "--output=o"]
+    assert tool.main(argv + ["--format=onnx", "--quantize=dynamic_range"]) == 2
+    assert "--quantize is an option of --format=litert" in capsys.readouterr().err
+    assert tool.main(argv + ["--format=litert", "--quantize=int4"]) == 2
+    assert "expected dynamic_range, full_integer or none" in capsys.readouterr().err
+    assert tool.main(argv + ["--format=litert", "--quantize=full_integer"]) == 2
+    assert "with --model needs --representative_data" in capsys.readouterr().err
+    assert tool.main(argv + ["--format=litert", "--representative_data=x.npy"]) == 2
+    err = capsys.readouterr().err
+    assert "--representative_data is an option of --quantize=full_integer" in err
+
+
+@pytest.mark.slow
+def test_tool_quantized_litert_from_a_keras_file(exports, tmp_path, subprocess_env, monkeypatch,
+                                                 capsys):
+    """`--model=M.keras --format=litert --quantize=none,dynamic_range,full_integer
+    --representative_data=X.npy`: three files, each in its folder, each running."""
+    _needs("litert")
+    tool = _load_tool(monkeypatch)
+    model = exports.model("vit_a")
+    source = export.save_keras(model, str(tmp_path / "source.keras"))
+    calibration = tmp_path / "calibration.npy"
+    rng = np.random.default_rng(6)
+    np.save(calibration, rng.uniform(-1, 1, (8, 32, 32, 3)).astype("float32"))
+    out = tmp_path / "out"
+    assert tool.main([f"--model={source}", f"--output={out}", "--format=litert",
+                      "--quantize=none,dynamic_range,full_integer",
+                      f"--representative_data={calibration}"]) == 0
+    printed = capsys.readouterr().out
+    assert "calibrated on 8 examples; ops left in float32: none" in printed
+    x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    want = np.asarray(model(x, training=False))
+    for folder in ("litert", "litert_dynamic_range", "litert_full_integer"):
+        path = str(out / folder / "model.tflite")
+        assert f"{folder}: {path}" in printed
+        got, _ = run_in_runtime("litert", path, {"x": x}, tmp_path, subprocess_env)
+        assert got["x"].shape == want.shape and np.all(np.isfinite(got["x"]))

@@ -11,7 +11,13 @@ from test_case import to_numpy
 from tl_keras import configs
 from tl_keras.layers import TokenFuser, TokenLearner, TokenLearnerV1
 from tl_keras.layers.baselines import UnpoolFuser
-from tl_keras.layers.tokenizers import FUSERS, TOKENIZERS, make_fuser, make_tokenizer
+from tl_keras.layers.tokenizers import (
+    FUSERS,
+    TOKENIZERS,
+    make_fuser,
+    make_tokenizer,
+    version_has_maps,
+)
 
 BASELINE_TOKENIZERS = {k: v for k, v in TOKENIZERS.items() if k not in ("1.1", "1")}
 RNG = np.random.default_rng(3)
@@ -35,6 +41,36 @@ def test_config_choices_are_the_registry():
     must offer nothing the registry cannot build."""
     assert literal_choices(configs.TokenLearnerConfig, "version") == set(TOKENIZERS)
     assert literal_choices(configs.ModelConfig, "fuser") == set(FUSERS)
+    assert literal_choices(configs.TokenLearnerConfig, "fuser") == set(FUSERS)
+
+
+def test_tokenlearner_config_fuser_takes_a_bool_or_a_fuser_name():
+    cfg = configs.Config()
+    for text, value in (("true", True), ("false", False), ("unpool", "unpool"),
+                        ("reprojection", "reprojection"), ("tokenfuser", "tokenfuser")):
+        configs.set_value(cfg, "model.tokenlearner.fuser", text)
+        assert cfg.model.tokenlearner.fuser == value
+    with pytest.raises(configs.ConfigError, match="model.tokenlearner.fuser"):
+        configs.set_value(cfg, "model.tokenlearner.fuser", "concat")
+
+
+@pytest.mark.parametrize("version", [v for v in TOKENIZERS if version_has_maps(v)])
+@pytest.mark.parametrize("symbolic", [False, True], ids=["eager", "symbolic"])
+def test_return_maps_gives_the_tokens_and_the_maps_that_pooled_them(version, symbolic):
+    """`layer(x, return_maps=True)` (what the encoder's unpool fuser uses) returns the
+    tokens of `layer(x)` and `attention_maps(x)`, eagerly and in a functional model."""
+    layer = make_tokenizer(version, 4, temporal=True, spatial_shape=(4, 4))
+    x = rand(2, 3, 16, 6)  # [B, T, N, C]
+    if symbolic:
+        inp = keras.Input((3, 16, 6))
+        tokens, maps = layer(inp, return_maps=True)
+        assert tuple(tokens.shape) == (None, 12, 6) and tuple(maps.shape) == (None, 4, 16)
+        tokens, maps = keras.Model(inp, [tokens, maps])(x)
+    else:
+        tokens, maps = layer(x, return_maps=True)
+    np.testing.assert_allclose(to_numpy(tokens), to_numpy(layer(x)), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(maps), to_numpy(layer.attention_maps(x)), atol=1e-6)
+    assert to_numpy(maps).shape == (6, 4, 16)  # [B*T, S, N]
 
 
 class TestFactories:

@@ -32,6 +32,28 @@ def test_tl_spec():
             TL(**bad)
 
 
+def test_tl_fuser_is_false_or_a_fuser_name():
+    """Fig. 7 fusers: `fuser=True` keeps meaning TokenFuser; the alternatives by name,
+    in the string form too; anything else (or unpool without maps) is an error."""
+    assert TL(8, 6, fuser=True) == TL(8, 6, fuser="tokenfuser")
+    assert TL(8, 6, fuser=True).fuser == "tokenfuser" and TL(8, 6).fuser is False
+    assert TL.from_config({"num_tokens": 8, "at": 6, "fuser": True, "version": "1.1"}) == (
+        TL(8, 6, fuser="tokenfuser"))  # a config saved before the fuser names
+    for fuser in ("unpool", "reprojection"):
+        spec = TL(8, 6, fuser=fuser, version="1")
+        assert str(spec) == f"8@6+{fuser}+v1" and TL.parse(str(spec)) == spec
+        assert TL.from_config(spec.to_config()) == spec
+    assert TL.parse("8@6+tokenfuser") == TL.parse("8@6+fuser")
+    assert TL.parse("8@6+pool+unpool") == TL(8, 6, fuser="unpool", version="pool")
+    for bad in ("concat", 1, 0, None, ["unpool"]):
+        with pytest.raises(ValueError, match="fuser"):
+            TL(8, 6, fuser=bad)
+    with pytest.raises(ValueError, match="unpool.*pool_mlp"):
+        TL(8, 6, fuser="unpool", version="pool_mlp")
+    with pytest.raises(ValueError, match="unknown option"):
+        TL.parse("8@6+concat")
+
+
 def test_tl_without_at_is_for_x2plus1d_and_a_clear_error_for_a_transformer():
     assert TL.parse("8") == TL(8) and TL(8).at is None
     assert TL.parse("8+v1") == TL(8, version="1") and str(TL(8, version="1")) == "8+v1"

@@ -166,6 +166,11 @@ def test_every_float_is_checked_for_finiteness():
     for key in floats:
         with pytest.raises(ConfigError, match=f"'{key}'"):
             configs.set_value(configs.Config(), key, "nan")
+    # inf is > 0: the message says what is wrong with it.
+    for value in ("inf", "nan"):
+        with pytest.raises(ConfigError, match=rf"^Config key 'optim.base_lr' must be > 0 and "
+                                              rf"finite, got {value}\.$"):
+            configs.set_value(configs.Config(), "optim.base_lr", value)
 
 
 @pytest.mark.parametrize("key", sorted(CONSTRAINED))

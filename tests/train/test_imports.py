@@ -17,6 +17,7 @@ from tl_keras.train import loop, task, tasks
 LIBRARY = pathlib.Path(tl_keras.__file__).parent
 # Function-local imports are kept only for these optional dependencies.
 OPTIONAL = ("tensorflow_datasets", "av", "tqdm", "matplotlib", "safetensors", "torch",
+            "keras_hub",  # convert.py: only to read a saved keras-hub ViT
             "openvino", "tensorflow_serving")  # the last two: the `deploy` extra
 # The one deferred import between library modules, with its reason: a model built with
 # `weights=` loads them with the converter, and the converter reads the models' classes.

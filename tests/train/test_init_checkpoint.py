@@ -9,6 +9,8 @@ side is therefore run with `--set model.patch_size=4` (a patch-8 ViViT is refuse
 the file and the misfit named: `test_a_file_that_does_not_fit_names_it_and_the_misfits`).
 """
 
+import typing
+
 import keras
 import numpy as np
 import pytest
@@ -17,7 +19,8 @@ import tl_keras.models  # noqa: F401  (registers the models for keras.saving.loa
 from experiments import imagenet, kinetics
 from tl_keras import configs
 from tl_keras.convert import load_pretrained
-from tl_keras.train import tasks
+from tl_keras.models.vivit.inflate import KERNEL_INITS
+from tl_keras.train import loop, tasks
 
 pytestmark = pytest.mark.tf_only
 
@@ -84,6 +87,46 @@ def test_a_file_that_does_not_fit_names_it_and_the_misfits(image_model_file):
     assert path in message and "embedding/kernel" in message and "wrong shape" in message
     for w, v in zip(video_model.weights, before):
         np.testing.assert_array_equal(np.asarray(w), v)  # nothing assigned
+
+
+def test_kernel_init_key_reaches_the_trainers_load(image_model_file):
+    """`--set model.init_checkpoint_kernel_init=average` reaches `load_pretrained` through
+    the trainer's init step (`loop.load_init_checkpoint`): the step-0 ViViT differs from the
+    `central_frame` one in the patch kernel only (kernel / t on every frame instead of the
+    kernel on the middle frame, zeros elsewhere); every other weight is the same."""
+    path, image_model = image_model_file
+    image_kernel = next(np.asarray(w) for w in image_model.weights if w.ndim == 4)
+    weights = {}
+    for mode in ("central_frame", "average"):
+        cfg = _kinetics_cfg(path)
+        configs.apply_overrides(cfg, [f"model.init_checkpoint_kernel_init={mode}"])
+        video_model = tasks.make_task(cfg).model_fn()
+        report = loop.load_init_checkpoint(video_model, cfg.model)
+        assert report["adapted"]["embedding/kernel"].endswith(f"({mode})")
+        weights[mode] = {w.path: np.asarray(w) for w in video_model.weights}
+    (kernel_path,) = [p for p, v in weights["average"].items() if v.ndim == 5]
+    central, average = weights["central_frame"][kernel_path], weights["average"][kernel_path]
+    t = central.shape[0]
+    assert t == 2
+    np.testing.assert_array_equal(central[t // 2], image_kernel)
+    np.testing.assert_array_equal(central[: t // 2], 0)
+    np.testing.assert_allclose(average, np.broadcast_to(image_kernel / t, average.shape),
+                               rtol=1e-6)
+    for p in weights["average"]:
+        if p != kernel_path:
+            np.testing.assert_array_equal(weights["average"][p], weights["central_frame"][p])
+    # A mode that does not exist is refused by the config, with the choices.
+    with pytest.raises(configs.ConfigError, match="'central_frame', 'average'"):
+        configs.apply_overrides(cfg, ["model.init_checkpoint_kernel_init=middle"])
+
+
+def test_kernel_init_key_has_the_loaders_choices_and_is_suggested():
+    hint = typing.get_type_hints(configs.ModelConfig)["init_checkpoint_kernel_init"]
+    assert typing.get_args(hint) == KERNEL_INITS  # configs.py imports no Keras: pinned here
+    assert configs.ModelConfig().init_checkpoint_kernel_init == "central_frame"
+    with pytest.raises(configs.ConfigError,
+                       match="Did you mean[^?]*'model.init_checkpoint_kernel_init'"):
+        configs.set_value(configs.Config(), "model.kernel_init", "average")
 
 
 # The command-line path (an `imagenet.py --runlocal` export starts `kinetics.py --runlocal`)

@@ -377,6 +377,26 @@ def test_sigterm_ends_a_run_whose_input_never_yields(tmp_path):
     assert not (tmp_path / "train.lock").exists()
 
 
+def test_sigterm_during_a_slow_evaluation_saves_the_steps_since_the_last_checkpoint(tmp_path):
+    """An evaluation that takes longer than the stuck timeout (2 s here) is not "stuck":
+    the loop finishes it, then saves the steps made since the last checkpoint and stops."""
+    args = ["--mode=train_and_evaluate", "--slow_eval=1.5", "--set", "train.eval_every=5",
+            "train.checkpoint_every=10"]
+
+    def in_eval_at_step_5(proc, _):
+        deadline = time.time() + 120
+        while not (tmp_path / "eval_started").exists():
+            assert proc.poll() is None and time.time() < deadline, "no evaluation started"
+            time.sleep(0.05)
+
+    proc, err = _sigterm_when_stuck(tmp_path, args, in_eval_at_step_5)
+    assert proc.returncode == train_lib.Preempted.exit_code, err[-3000:]
+    assert "Stopped by SIGTERM at step 5/40; checkpoint saved" in err, err[-3000:]
+    assert "without a new checkpoint" not in err
+    assert (tmp_path / "checkpoints" / "ckpt-5.index").exists()
+    assert not (tmp_path / "train.lock").exists()
+
+
 @pytest.mark.slow
 def test_sigterm_while_stuck_keeps_the_checkpoints_and_the_rerun_resumes(tmp_path):
     args = ["--set", "train.num_steps=40", "train.checkpoint_every=10", "train.steps_per_loop=5"]

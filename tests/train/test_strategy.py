@@ -102,12 +102,19 @@ def test_experiment_configs_are_the_papers(name):
         assert cfg.optim.schedule == "cosine" and cfg.train.loss == "sigmoid"
         assert cfg.optim.base_lr * cfg.train.batch_size / cfg.optim.lr_reference_batch == pytest.approx(51.2)
         assert (cfg.train.num_steps, cfg.data.num_frames, cfg.train.label_smoothing) == (100_000, 64, 0.0)
+        # A.3: 64-frame segments, merged; §6.1: 224 px training, 256 px testing.
+        assert (cfg.data.eval_split, cfg.eval.segment_merge, cfg.eval.num_clips) == (
+            "segments", "max", None)
+        assert (cfg.data.crop_size, cfg.data.eval_crop_size, cfg.data.min_resize) == (224, 256, 256)
+        # --runlocal exercises both: segments, and a larger evaluation size than training.
+        assert local.data.eval_split == "segments"
+        assert local.data.eval_crop_size > local.data.crop_size
     if name == "avid":
         assert cfg.model.name == "x2plus1d_m"
         assert cfg.train.label_smoothing == 0.2 and cfg.optim.base_lr == 0.025
         assert cfg.optim.lr_reference_batch == 8
     if name == "imagenet":
-        assert cfg.optim.name == "adamw" and cfg.optim.schedule == "linear"
+        assert cfg.optim.name == "adamw" and cfg.optim.schedule == "cosine"  # ViT Table 3
         assert cfg.data.crop_size == 384 and cfg.optim.warmup_steps > 0
 
 

@@ -177,7 +177,7 @@ def test_segments_needs_video_and_no_clip_count(data_dir):
 
     cfg = charades.get_config()
     cfg.data.data_dir = data_dir
-    configs.apply_overrides(cfg, ["data.eval_split=segments"])
+    configs.apply_overrides(cfg, ["data.eval_split=segments", "eval.num_clips=4"])
     tasks.resolve_data(cfg)
     with pytest.raises(ConfigError, match=r"eval\.num_clips=4 applies to data\.eval_split='test'.*"
                                           r"eval\.num_clips=none"):

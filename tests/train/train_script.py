@@ -1,13 +1,14 @@
 """A small training run for the subprocess tests of tests/train (not a test module).
 
     python train_script.py WORKDIR [--replicas=N] [--strategy=KIND] [--model=mlp|vivit]
-        [--mode=train|...] [--stuck_after=N] [--hidden=N] [--set key=value ...]
+        [--mode=train|...] [--stuck_after=N] [--slow_eval=S] [--hidden=N] [--set key=value ...]
 
 `--model=mlp`: a 2-layer MLP with dropout on in-memory data (shuffled, repeated);
 `--model=vivit`: a tiny ViViT + TokenLearner on the built-in synthetic videos (the real
 input pipeline). `--replicas=N` splits the CPU into N logical devices first (Mirrored).
 `--stuck_after=N` (mlp): the training input yields N batches, then never yields again (as
-when every further record is skipped). `--hidden=N` (mlp): the hidden width (default 32;
+when every further record is skipped). `--slow_eval=S` (mlp): each evaluation batch takes S
+seconds more; the first one touches `WORKDIR/eval_started`. `--hidden=N` (mlp): the hidden width (default 32;
 large makes checkpoint writes slow enough to be killed in the middle of one).
 At the end writes `WORKDIR/final_weights.npz` (worker i: `final_weights_worker<i>.npz`) and
 `WORKDIR/losses.json` (this process's per-step losses).
@@ -21,7 +22,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def mlp_task(cfg, stuck_after=None, hidden=32):
+def mlp_task(cfg, stuck_after=None, hidden=32, slow_eval=None, workdir=None):
+    import time
+
     import keras
     import numpy as np
     import tensorflow as tf
@@ -52,7 +55,20 @@ def mlp_task(cfg, stuck_after=None, hidden=32):
     def eval_ds(ctx, batch):
         ds = tf.data.Dataset.from_tensor_slices((x[:64], y[:64]))
         ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-        return ds.batch(ctx.get_per_replica_batch_size(batch))
+        ds = ds.batch(ctx.get_per_replica_batch_size(batch))
+        if slow_eval:
+            def wait(x, y):
+                def sleep():
+                    open(os.path.join(workdir, "eval_started"), "a").close()
+                    time.sleep(slow_eval)
+                    return 0
+
+                done = tf.py_function(sleep, [], tf.int32)
+                with tf.control_dependencies([done]):
+                    return tf.identity(x), y
+
+            ds = ds.map(wait)
+        return ds
 
     return Task(model_fn, train_ds, eval_ds, multilabel=False, num_train_examples=256)
 
@@ -108,6 +124,7 @@ def main():
     parser.add_argument("--collective_timeout", type=float, default=None)
     parser.add_argument("--stuck_after", type=int, default=None)
     parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--slow_eval", type=float, default=None)
     parser.add_argument("--set", dest="overrides", nargs="*", default=[])
     args = parser.parse_args()
 
@@ -126,7 +143,7 @@ def main():
         train_lib.split_cpu(args.replicas)
     si = train_lib.make_strategy(args.strategy, collective_timeout_s=args.collective_timeout)
     if args.model == "mlp":
-        task = mlp_task(cfg, args.stuck_after, args.hidden)
+        task = mlp_task(cfg, args.stuck_after, args.hidden, args.slow_eval, args.workdir)
     else:
         tasks.resolve_data(cfg)
         tasks.validate(cfg, si.num_replicas)

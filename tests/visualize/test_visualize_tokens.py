@@ -1,5 +1,6 @@
 """Token maps: shapes, that they are the layer's own maps (computed independently from the
-layer's input), any nesting depth, the drawing, and `tools/visualize_tokens.py`."""
+layer's input), any nesting depth, the figures (matplotlib; their panels counted as axes of
+the Figure), and `tools/visualize_tokens.py`."""
 
 import importlib.util
 import json
@@ -136,89 +137,99 @@ def _read_png(path):
         return tf.io.decode_png(f.read(), channels=3).numpy()
 
 
-@pytest.mark.tf_only
-def test_png_writer_round_trip(tmp_path):
-    image = np.random.default_rng(4).integers(0, 256, (7, 11, 3)).astype(np.uint8)
-    path = visualize.write_png(str(tmp_path / "x.png"), image)
-    np.testing.assert_array_equal(_read_png(path), image)
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+def _titles(fig):
+    return [ax.get_title() for ax in fig.axes]
 
 
-def test_draw_heat_map_over_the_right_cell():
-    frames = np.full((2, 16, 16, 3), 7.0)  # constant: drawn black, so a cell is pure heat
-    maps = np.zeros((2, 3, 4, 4), np.float32)
-    maps[1, 2, 1, 3] = 0.5  # frame 1, token 2, grid row 1, column 3
-    draw = visualize.draw_token_maps(frames, maps, cell=32, alpha=1.0)
-    hot = np.array([252, 255, 164])  # top of the colour map (per-map normalised peak)
-    ys, xs = np.nonzero(np.all(draw == hot, axis=-1))
-    assert len(ys) == 8 * 8  # one of 4 x 4 grid cells of a 32-pixel frame
-    assert ys.max() - ys.min() == 7 and xs.max() - xs.min() == 7
-    # It sits in the last row (token 2) and last column (frame 1), grid position (1, 3).
-    cold = np.all(draw == np.array([0, 0, 4]), axis=-1)
-    cold_ys, cold_xs = np.nonzero(cold)
-    assert ys.min() > cold_ys.min() and xs.min() > cold_xs.min()
-    row_top = cold_ys.max() - 31  # the last token row's cell spans 32 pixels
-    col_left = cold_xs.max() - 31
-    assert (ys.min() - row_top, xs.min() - col_left) == (8, 24)
-    with pytest.raises(ValueError, match="normalize"):
-        visualize.draw_token_maps(frames, maps, normalize="log")
+def _colorbar(fig):
+    """The colour bar's axes: the figure's last, the only one with a y label."""
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() and not any(ax.get_ylabel() for ax in fig.axes[:-1])
+    return bar
 
 
-def _painted(image, text):
-    """Whether `text` (a layout entry) is painted in `image` where the layout says."""
-    blank = np.full(image.shape, 255, np.uint8)
-    visualize._draw_text(blank, text["text"], text["y"], text["x"], text["scale"])
-    mask = np.any(blank != 255, axis=-1)
-    return mask.any() and bool(np.all(image[mask] == blank[mask]))
-
-
-def test_figure_labels_its_frames_and_has_a_colour_scale():
-    """Column labels name the clip frames of each token frame (a ViViT tubelet of 2, the
-    source video's frame numbers), rows the tokens; a colour bar runs through the colour map
-    with its value range and caption; every text of the layout is painted where it says."""
+def test_video_figure_has_the_frames_then_a_panel_per_token_and_frame():
+    """Paper Fig. 10: the frames on top, then each token's map over each frame, titled with
+    the token and the clip frames (a ViViT tubelet of 2 frames, the source video's frame
+    numbers), one colour bar; the heat map drawn is the map divided by its peak."""
     rng = np.random.default_rng(7)
     frames = rng.normal(size=(4, 16, 16, 3))
     maps = rng.uniform(0.01, 0.3, size=(2, 3, 4, 4)).astype(np.float32)
-    image, layout = visualize.draw_token_maps(
-        frames, maps, cell=48, frame_indices=[10, 12, 14, 16], title="tokenlearner_0",
-        return_layout=True,
-    )
-    assert [c["label"] for c in layout["columns"]] == ["F10-12", "F14-16"]
-    assert [c["frames"] for c in layout["columns"]] == [[10, 12], [14, 16]]
-    assert [r["label"] for r in layout["rows"]] == ["TOKEN 0", "TOKEN 1", "TOKEN 2"]
-    texts = {t["text"]: t for t in layout["texts"]}
-    for column in layout["columns"]:  # each label above its own column
-        label = texts[column["label"]]
-        assert label["x"] == column["box"][1] and label["y"] < column["box"][0]
-    for t in layout["texts"]:
-        assert _painted(image, t), t
-    # The colour bar: the colour map from its lowest to its highest colour, left to right.
-    bar = layout["colorbar"]
-    y0, x0, y1, x1 = bar["box"]
-    strip = image[y0:y1, x0:x1].astype(int)
-    assert np.all(strip == strip[:1])  # every row of the bar alike
-    np.testing.assert_allclose(strip[0, 0], [0, 0, 4], atol=3)
-    np.testing.assert_allclose(strip[0, -1], [252, 255, 164], atol=3)
-    assert np.all(np.diff(strip[0].sum(-1)) >= 0)  # brighter to the right
-    assert bar["range"] == [0.0, 1.0] and bar["labels"] == ["0", "1"]
-    low, high = texts["0"], texts["1"]  # the ends' values under the bar's two ends
-    assert low["x"] == x0 and low["y"] > y1
-    assert high["x"] + visualize._text_size("1", high["scale"])[1] == x1 and high["y"] > y1
+    fig = visualize.plot_token_maps(frames, maps, frame_indices=[10, 12, 14, 16],
+                                    title="tokenlearner_0")
+    assert len(fig.axes) == (1 + 3) * 2 + 1  # (frames row + 3 tokens) x 2 frames, colour bar
+    assert _titles(fig)[:-1] == [
+        "input, frames 10-12", "input, frames 14-16",
+        "token 0, frames 10-12", "token 0, frames 14-16",
+        "token 1, frames 10-12", "token 1, frames 14-16",
+        "token 2, frames 10-12", "token 2, frames 14-16",
+    ]
+    assert fig.get_suptitle() == "tokenlearner_0"
     peaks = maps.reshape(6, -1).max(-1)
-    np.testing.assert_allclose(bar["peaks"], [peaks.min(), peaks.max()], rtol=1e-6)
-    assert bar["caption"] == (f"COLOUR = VALUE / PEAK OF ITS MAP, PEAKS {peaks.min():.3g} TO "
-                              f"{peaks.max():.3g}")
-    assert texts[bar["caption"]]["y"] > y1
-    # Drawn as they are: the caption says so.
-    _, raw = visualize.draw_token_maps(frames, maps, normalize="none", return_layout=True)
-    assert "CLIPPED TO 0 TO 1" in raw["colorbar"]["caption"]
-    assert [c["label"] for c in raw["columns"]] == ["F0-1", "F2-3"]  # default: 0 .. T-1
-    # An image is one column, labelled as such.
-    _, one = visualize.draw_token_maps(frames[0], maps[:1], return_layout=True)
-    assert [c["label"] for c in one["columns"]] == ["IMAGE"]
+    bar = _colorbar(fig)
+    assert bar.get_ylabel() == (f"value / peak of its map\n(peaks {peaks.min():.3g} to "
+                                f"{peaks.max():.3g})")
+    assert bar.get_ylim() == (0.0, 1.0)
+    # Token 2 over the second (token) frame: its map / its peak, over the grey frame 2.
+    panel = fig.axes[7]
+    grey, heat = panel.images
+    np.testing.assert_allclose(np.asarray(heat.get_array()), maps[1, 2] / maps[1, 2].max(),
+                               rtol=1e-6)
+    assert grey.get_array().shape == (16, 16)
+    info = visualize.describe_token_maps(frames, maps, frame_indices=[10, 12, 14, 16])
+    assert [c["frames"] for c in info["columns"]] == [[10, 12], [14, 16]]
+    assert info["rows"] == ["token 0", "token 1", "token 2"]
+    np.testing.assert_allclose(info["colorbar"]["peaks"], [peaks.min(), peaks.max()], rtol=1e-6)
+    # Fewer shown: evenly spaced tokens; values drawn as they are (the bar says so).
+    fig = visualize.plot_token_maps(frames, maps, max_tokens=2, normalize="none")
+    assert len(fig.axes) == (1 + 2) * 2 + 1
+    assert "token 2, frames 2-3" in _titles(fig) and "token 1, frames 0-1" not in _titles(fig)
+    assert "clipped to [0, 1]" in _colorbar(fig).get_ylabel()
+    with pytest.raises(ValueError, match="normalize"):
+        visualize.plot_token_maps(frames, maps, normalize="log")
     with pytest.raises(ValueError, match="frame_indices has 3 entries for 4 input frames"):
-        visualize.draw_token_maps(frames, maps, frame_indices=[0, 1, 2])
+        visualize.plot_token_maps(frames, maps, frame_indices=[0, 1, 2])
+
+
+def test_image_figure_has_the_image_then_a_panel_per_token():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(16, 16, 3))
+    maps = rng.uniform(0.0, 1.0, size=(1, 8, 4, 4)).astype(np.float32)
+    fig = visualize.plot_token_maps(image, maps)
+    assert len(fig.axes) == 1 + 8 + 1  # image, 8 tokens, colour bar (the empty slot removed)
+    assert _titles(fig)[:-1] == ["image"] + [f"token {s}" for s in range(8)]
+    _colorbar(fig)
+    assert visualize.describe_token_maps(image, maps)["columns"][0]["label"] == "image"
+
+
+def test_model_figure_for_image_and_video_models():
+    """One block per TokenLearner layer, titled with its path."""
+    x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
+    fig = visualize.token_maps_figure(_vit(), x, example=1)
+    assert len(fig.axes) == 1 + 4 + 1
+    assert fig.get_suptitle() == "tokenlearner_0"
+    model = _vivit(fuser=True, num_layers=3)  # two TokenLearner layers
+    v = np.random.default_rng(1).normal(size=(1, 4, 32, 32, 3)).astype("float32")
+    fig = visualize.token_maps_figure(model, v)
+    assert len(fig.axes) == 2 * ((1 + 3) * 2 + 1)
+    assert [sub.get_suptitle() for sub in fig.subfigs] == ["tokenlearner_0", "tokenlearner_1"]
+    image = visualize.token_maps_image(model, v, layers=["tokenlearner_1"])
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+
+
+def test_without_matplotlib_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    from tl_keras import plotting
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
+    with pytest.raises(ImportError, match=r"pip install 'tl_keras\[plot\]'"):
+        visualize.plot_token_maps(np.zeros((8, 8, 3)), np.zeros((1, 2, 2, 2)))
+    with pytest.raises(ImportError, match=r"tl_keras\[plot\]"):
+        plotting.new_figure()
+    # The maps themselves need no plotting library.
+    x = np.zeros((1, 32, 32, 3), "float32")
+    assert visualize.token_maps(_vit(), x)["tokenlearner_0"].shape == (1, 1, 4, 4, 4)
 
 
 def _png_text(path):
@@ -240,26 +251,24 @@ def _png_text(path):
 
 @pytest.mark.tf_only
 def test_written_figure_holds_the_labels_and_scale(tmp_path):
-    """The PNG is the drawn figure, and says in a tEXt chunk which clip frames its columns
-    are and what its colours mean."""
-    import json
-
+    """The PNG is written, and says in a text chunk which clip frames its columns are and
+    what its colours mean."""
     model = _vivit()
     x = np.random.default_rng(8).normal(size=(1, 4, 32, 32, 3)).astype("float32")
     path = visualize.write_token_maps(model, x, str(tmp_path / "maps.png"),
                                       frame_indices=[3, 4, 5, 6])
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     (info,) = json.loads(_png_text(path)["tl_keras:token_maps"])
     assert info["layer"] == "tokenlearner_0"
-    assert info["columns"] == [{"label": "F3-4", "frames": [3, 4]},
-                               {"label": "F5-6", "frames": [5, 6]}]
-    assert info["rows"] == ["TOKEN 0", "TOKEN 1", "TOKEN 2"]
+    assert info["columns"] == [{"label": "frames 3-4", "frames": [3, 4], "token_frame": 0},
+                               {"label": "frames 5-6", "frames": [5, 6], "token_frame": 1}]
+    assert info["rows"] == ["token 0", "token 1", "token 2"]
     maps = visualize.token_maps(model, x)["tokenlearner_0"][0]
-    expected, layout = visualize.draw_token_maps(
-        x[0], maps, title="tokenlearner_0", frame_indices=[3, 4, 5, 6], return_layout=True
-    )
-    assert info["colorbar"] == {k: v for k, v in layout["colorbar"].items() if k != "box"}
-    image = _read_png(path)
-    np.testing.assert_array_equal(image[: expected.shape[0], : expected.shape[1]], expected)
+    expected = visualize.describe_token_maps(x[0], maps, frame_indices=[3, 4, 5, 6])
+    assert info["colorbar"] == expected["colorbar"]
+    height, width, _ = _read_png(path).shape
+    assert width > 2 * 100 and height > 4 * 100  # 2 frame columns, 4 rows of panels
 
 
 @pytest.mark.tf_only
@@ -270,19 +279,16 @@ def test_write_token_maps_from_a_dataset(tmp_path):
     x = np.random.default_rng(5).normal(size=(3, 4, 32, 32, 3)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, np.eye(3, 6, dtype="float32"))).batch(3)
     path = visualize.write_token_maps(model, ds, str(tmp_path / "run" / "maps.png"), example=1)
-    image = _read_png(path)
-    # 2 token frames x (input row + 3 tokens), 32-pixel frames drawn at 96 pixels.
-    assert image.shape[0] > 4 * 96 and image.shape[1] > 2 * 96
-    assert image.shape[1] < 3 * 96 + 100
+    assert os.path.exists(path)
     with pytest.raises(ValueError, match="example=5"):
         visualize.write_token_maps(model, x, str(tmp_path / "no.png"), example=5)
     # A multi-view evaluation batch [B, V, T, H, W, 3] is drawn from its middle view.
     views = np.random.default_rng(6).normal(size=(3, 5, 4, 32, 32, 3)).astype("float32")
-    multi = visualize.write_token_maps(model, views, str(tmp_path / "multi.png"), example=1)
-    single = visualize.write_token_maps(model, views[:, 2], str(tmp_path / "single.png"), example=1)
-    other = visualize.write_token_maps(model, views[:, 0], str(tmp_path / "other.png"), example=1)
-    np.testing.assert_array_equal(_read_png(multi), _read_png(single))
-    assert np.any(_read_png(multi) != _read_png(other))
+    multi = visualize.token_maps_image(model, views, example=1)
+    single = visualize.token_maps_image(model, views[:, 2], example=1)
+    other = visualize.token_maps_image(model, views[:, 0], example=1)
+    np.testing.assert_array_equal(multi, single)
+    assert np.any(multi != other)
 
 
 # --------------------------------------------------------------------------------------
@@ -326,6 +332,10 @@ def test_visualize_tool_on_image_video_and_record(tmp_path, capsys, monkeypatch)
     from tl_keras.data import writer
 
     tool = _tool(monkeypatch)
+    figures = []  # every figure the tool saves (the file is written as well)
+    save = visualize.plotting.save_figure
+    monkeypatch.setattr(visualize.plotting, "save_figure",
+                        lambda fig, path, **kw: figures.append(fig) or save(fig, path, **kw))
     vit_path, vivit_path = str(tmp_path / "vit.keras"), str(tmp_path / "vivit.keras")
     _vit().save(vit_path)
     _vivit().save(vivit_path)
@@ -336,14 +346,15 @@ def test_visualize_tool_on_image_video_and_record(tmp_path, capsys, monkeypatch)
     out = str(tmp_path / "image_maps.png")
     assert tool.main([f"--model={vit_path}", f"--input={image}", f"--output={out}"]) == 0
     assert "image_maps.png" in capsys.readouterr().out
-    assert _read_png(out).shape[1] > 96  # one frame column of 96 pixels plus labels
+    assert os.path.exists(out) and len(figures[-1].axes) == 1 + 4 + 1  # image, 4 tokens, bar
 
     video = str(tmp_path / "video.mp4")
     _write_mp4(video, _frames(12, 40, 48, 1))
     out = str(tmp_path / "video_maps.png")
     assert tool.main([f"--model={vivit_path}", f"--input={video}", f"--output={out}",
                       "--stride=2"]) == 0
-    assert _read_png(out).shape[1] > 2 * 96  # two token frames
+    assert os.path.exists(out)
+    assert len(figures[-1].axes) == (1 + 3) * 2 + 1  # frames + 3 tokens, 2 token frames, bar
 
     # A DMVR record: the clip is the evaluation pipeline's (middle clip, stride 2, test crop).
     frames = _frames(10, 40, 48, 2)
@@ -366,6 +377,7 @@ def test_visualize_tool_on_image_video_and_record(tmp_path, capsys, monkeypatch)
     # The columns name the source video's frames (tubelets of 2 input frames).
     columns = json.loads(_png_text(out)["tl_keras:token_maps"])[0]["columns"]
     assert [c["frames"] for c in columns] == [[1, 3], [5, 7]]
+    assert len(figures[-1].axes) == (1 + 2) * 2 + 1  # --max_tokens=2
 
     # Input that does not fit the model: an error that says so, exit code 2.
     assert tool.main([f"--model={vivit_path}", f"--input={image}", f"--output={out}"]) == 2

@@ -443,7 +443,8 @@ def _convert_shard(task: dict, progress_queue=None) -> dict:
     return state
 
 
-def _run_tasks(tasks: list[dict], num_workers: int, progress: bool, total: int) -> None:
+def _run_tasks(tasks: list[dict], num_workers: int, progress: bool, total: int,
+               worker_initializer=None) -> None:
     bar = _progress_bar(total, progress)
     try:
         if num_workers <= 1 or len(tasks) <= 1:
@@ -453,7 +454,9 @@ def _run_tasks(tasks: list[dict], num_workers: int, progress: bool, total: int) 
         ctx = multiprocessing.get_context("spawn")  # TF is not fork-safe
         with ctx.Manager() as manager:
             queue = manager.Queue()
-            with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
+            with concurrent.futures.ProcessPoolExecutor(
+                num_workers, mp_context=ctx, initializer=worker_initializer
+            ) as pool:
                 futures = [pool.submit(_convert_shard, t, queue) for t in tasks]
                 pending = set(futures)
                 while pending:
@@ -528,6 +531,7 @@ def convert_videos(
     report_path: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    worker_initializer=None,
 ) -> ConversionResult:
     """Convert the videos listed in `csv_path` into `output-0000i-of-0000N` TFRecord shards.
 
@@ -544,6 +548,8 @@ def convert_videos(
       report_path: CSV of failed videos (`path,start,end,labels,error`); default
         `<output dir>/failed_<output name>.csv`. Always written (header only if none failed).
       seed: seed of the row -> shard assignment (keep it fixed to resume).
+      worker_initializer: a picklable function each worker process runs first (the tool
+        passes `tl_keras._cli.import_tensorflow`: no TensorFlow start-up lines from them).
 
     Shards whose file exists and whose rows, options and `video_root` match the saved state
     (kept in `<output dir>/.<output name>_state/`), and all of whose videos were written or
@@ -611,7 +617,8 @@ def convert_videos(
         logger.info("make_tfrecords: keeping %d finished shards of %s", len(kept), output)
     if num_workers is None:
         num_workers = min(len(tasks), os.cpu_count() or 1)
-    _run_tasks(tasks, num_workers, progress, total=sum(len(t["rows"]) for t in tasks))
+    _run_tasks(tasks, num_workers, progress, total=sum(len(t["rows"]) for t in tasks),
+               worker_initializer=worker_initializer)
 
     failures, num_examples = [], 0
     for i in range(num_shards):

@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 from keras import ops
 
 LAYER_NORM_EPSILON = 1e-6  # Flax default; decides numerical equality with the reference.
@@ -71,3 +72,22 @@ def layout(shape, temporal, owner):
         f"(or [B, T, N, C] with temporal=True) or 5 [B, T, H, W, C]; "
         f"got rank {rank} with shape {tuple(shape)}."
     )
+
+
+class ReturnsMapsMixin:
+    """For token learners with spatial maps: `layer(x, return_maps=True)` returns
+    `(tokens, maps)`, the maps `[B*T, S, N]` those tokens were pooled with (what an
+    `UnpoolFuser` needs, without computing them twice). This gives the symbolic output
+    of both forms (Keras' default reads `compute_output_shape`, which sees only
+    shapes)."""
+
+    def compute_output_spec(self, inputs, *args, return_maps=False, **kwargs):
+        shape = tuple(inputs.shape)
+        tokens = keras.KerasTensor(self.compute_output_shape(shape), dtype=self.compute_dtype)
+        if not return_maps:
+            return tokens
+        _, _, n, _ = layout(shape, self.temporal, type(self).__name__)
+        if n is None:
+            spatial = getattr(self, "spatial_shape", None)
+            n = spatial[0] * spatial[1] if spatial else None
+        return tokens, keras.KerasTensor((None, self.num_tokens, n), dtype=self.compute_dtype)

@@ -33,6 +33,7 @@ from keras import ops
 
 from tl_keras.layers._utils import (
     LAYER_NORM_EPSILON,
+    ReturnsMapsMixin,
     check_positive_int,
     check_rate,
     ensure_built,
@@ -137,7 +138,7 @@ class _Tokenizer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
-class GridTokenizer(_Tokenizer):
+class GridTokenizer(ReturnsMapsMixin, _Tokenizer):
     """Fixed-grid tokenization: each frame is split into S grid cells (rows x cols, the
     most square cells, see `grid_shape`) and each token is the mean of its cell.
 
@@ -177,14 +178,16 @@ class GridTokenizer(_Tokenizer):
         maps = ops.convert_to_tensor(self._maps, dtype=self.compute_dtype)  # [S, N]
         return ops.broadcast_to(maps[None], (frames, self.num_tokens, h * w))
 
-    def call(self, inputs):
+    def call(self, inputs, return_maps=False):
+        """`return_maps=True`: returns `(tokens, attention_maps(inputs))`."""
         time, h, w, channels = _resolve_grid(
             inputs.shape, self.temporal, self.spatial_shape, type(self).__name__
         )
         x = ops.reshape(inputs, (-1, h * w, channels))  # [B*T, N, C]
         maps = ops.convert_to_tensor(self._maps, dtype=x.dtype)  # [S, N]
         tokens = ops.einsum("sn,bnc->bsc", maps, x)  # [B*T, S, C]
-        return _to_output(tokens, time, self.num_tokens, channels)
+        tokens = _to_output(tokens, time, self.num_tokens, channels)
+        return (tokens, self.attention_maps(inputs)) if return_maps else tokens
 
     def get_config(self):
         config = super().get_config()
@@ -197,7 +200,7 @@ class GridTokenizer(_Tokenizer):
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
-class PoolTokenizer(_Tokenizer):
+class PoolTokenizer(ReturnsMapsMixin, _Tokenizer):
     """Spatial pooling to S tokens: the positions are rearranged as the frame grid and
     pooled (max by default, as the pooling attention of MViT) over the S cells of
     `grid_shape` (uneven cells when the frame does not divide).
@@ -242,7 +245,10 @@ class PoolTokenizer(_Tokenizer):
         maps = ops.convert_to_tensor(masks, dtype=self.compute_dtype)
         return ops.broadcast_to(maps[None], (frames, self.num_tokens, h * w))
 
-    def call(self, inputs):
+    def call(self, inputs, return_maps=False):
+        """`return_maps=True`: returns `(tokens, attention_maps(inputs))`."""
+        if return_maps:
+            return self.call(inputs), self.attention_maps(inputs)
         time, h, w, channels = _resolve_grid(
             inputs.shape, self.temporal, self.spatial_shape, type(self).__name__
         )
@@ -269,7 +275,7 @@ class PoolTokenizer(_Tokenizer):
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
-class FCTokenizer(_Tokenizer):
+class FCTokenizer(ReturnsMapsMixin, _Tokenizer):
     """Direct token generation by a fully connected layer (paper §6.3, method 2).
 
     Default: a dense layer over the positions of each frame, shared by the channels,
@@ -336,7 +342,11 @@ class FCTokenizer(_Tokenizer):
         maps = ops.cast(ops.transpose(self.kernel), self.compute_dtype)  # [S, N]
         return ops.broadcast_to(maps[None], (frames, self.num_tokens, n))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_maps=False):
+        """`return_maps=True`: returns `(tokens, attention_maps(inputs))` (not with
+        `mix_channels=True`)."""
+        if return_maps:
+            return self.call(inputs, training=training), self.attention_maps(inputs)
         time, _, _, _ = layout(inputs.shape, self.temporal, type(self).__name__)
         n, c = self._n_c(inputs.shape)
         if self.mix_channels:

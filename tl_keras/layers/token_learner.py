@@ -17,6 +17,7 @@ from keras import ops
 
 from tl_keras.layers._utils import (
     LAYER_NORM_EPSILON,
+    ReturnsMapsMixin,
     check_positive_int,
     check_rate,
     dim,
@@ -53,7 +54,7 @@ def _check_normalized(normalized, reference, what, owner):
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
-class TokenLearner(keras.layers.Layer):
+class TokenLearner(ReturnsMapsMixin, keras.layers.Layer):
     """TokenLearner v1.1: S learned spatial softmax maps pool the input into S tokens.
 
     `LN -> Dense(bottleneck_dim) -> gelu -> dropout -> Dense(num_tokens) -> dropout`
@@ -96,19 +97,20 @@ class TokenLearner(keras.layers.Layer):
         self.layer_norm.build(flat)
         build_mlp(self.token_masking, flat)
 
-    def call(self, inputs, training=None, normalized=None):
+    def call(self, inputs, training=None, normalized=None, return_maps=False):
         """`normalized` (optional): `inputs` standardised over the channels,
         `(x - mean) / sqrt(var + 1e-6)` without scale or offset (e.g. by
         `keras.layers.LayerNormalization(epsilon=1e-6, center=False, scale=False)`),
         when the caller computes it once for several layers (the encoder does, for the
-        TokenLearner and TokenFuser of a fuser block); the output is the same."""
+        TokenLearner and TokenFuser of a fuser block); the output is the same.
+        `return_maps=True`: returns `(tokens, maps)` with the `[B*T, S, N]` maps."""
         maps = self.attention_maps(inputs, training=training, normalized=normalized)
         time, _, _, channels = layout(inputs.shape, self.temporal, type(self).__name__)
         feats = ops.reshape(inputs, (-1, dim(maps, 2), channels))  # [B*T, N, C]
         tokens = ops.einsum("bsn,bnc->bsc", maps, feats)  # [B*T, S, C]
         if time is not None:
             tokens = ops.reshape(tokens, (-1, time * self.num_tokens, channels))  # [B, T*S, C]
-        return tokens
+        return (tokens, maps) if return_maps else tokens
 
     def attention_maps(self, inputs, training=False, normalized=None):
         """The softmax maps `[B*T, S, N]` (each sums to 1 over the N positions)."""
@@ -143,7 +145,7 @@ class TokenLearner(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tl_keras")
-class TokenLearnerV1(keras.layers.Layer):
+class TokenLearnerV1(ReturnsMapsMixin, keras.layers.Layer):
     """TokenLearner v1 (paper Eq. 1): sigmoid maps from 3x3 convolutions, sum pooling.
 
     `LN -> (num_conv_layers - 1) x [Conv3x3(S, no bias) -> gelu] -> Conv3x3(S, no bias)`,
@@ -247,7 +249,8 @@ class TokenLearnerV1(keras.layers.Layer):
         x = ops.transpose(x, (0, 2, 1))  # [B*T, S, N]
         return ops.sigmoid(x)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_maps=False):
+        """`return_maps=True`: returns `(tokens, maps)` with the `[B*T, S, N]` maps."""
         time, h, w, channels = self._grid(inputs.shape)
         maps = self.attention_maps(inputs, training=training)  # [B*T, S, N]
         feats = ops.reshape(inputs, (-1, h * w, channels))  # [B*T, N, C]
@@ -256,7 +259,7 @@ class TokenLearnerV1(keras.layers.Layer):
             tokens = tokens / ops.cast(h * w, tokens.dtype)
         if time is not None:
             tokens = ops.reshape(tokens, (-1, time * self.num_tokens, channels))  # [B, T*S, C]
-        return tokens
+        return (tokens, maps) if return_maps else tokens
 
     def compute_output_shape(self, input_shape):
         time, _, _, channels = self._grid(input_shape)

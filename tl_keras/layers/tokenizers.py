@@ -1,8 +1,9 @@
 """The one registry of token learners and fusers: their names and the factories.
 
 A token learner turns each image / frame into S tokens; a fuser maps processed tokens
-back onto the grid. Every name a `TL` spec's `version`, a config's
-`model.tokenlearner.version` / `model.fuser` or an X(2+1)D module may use is a key here:
+back onto the grid. Every name a `TL` spec's `version` / `fuser`, a config's
+`model.tokenlearner.version` / `model.tokenlearner.fuser` (ViT / ViViT) / `model.fuser`
+(X(2+1)D) or an X(2+1)D module may use is a key here:
 
 | name | layer | paper |
 |---|---|---|
@@ -116,3 +117,9 @@ def tokenizer_has_maps(layer):
     if isinstance(layer, FCTokenizer):
         return layer.has_maps
     return hasattr(layer, "attention_maps")
+
+
+def version_has_maps(version):
+    """Whether the token learner named `version` (a `TOKENIZERS` key, default
+    arguments) has spatial maps, i.e. can feed an `UnpoolFuser`."""
+    return hasattr(TOKENIZERS[str(version)], "attention_maps")

@@ -4,8 +4,11 @@
 
 * model "a" (no fuser): TokenLearner once, before block `at` (0-based); the blocks from
   `at` on see S tokens (video: T*S);
-* model "b" (fuser): every block from `at` on is `TokenLearner -> block -> TokenFuser`,
+* model "b" (fuser): every block from `at` on is `TokenLearner -> block -> fuser`,
   plus the residual (the block input before the TokenLearner), each with its own weights;
+  the fuser is `TokenFuser` (Eq. 2) or a Fig. 7 alternative (`tokenlearner.fuser` =
+  `"unpool"`: `UnpoolFuser` with the maps of the TokenLearner before the block;
+  `"reprojection"`: `ReprojectionFuser` with the encoder's `num_heads`);
 * `extra_layers` blocks are appended, i.e. they come after the TokenLearner.
 
 `encoder_layout` is the single description of that placement; `build_encoder` builds it
@@ -24,7 +27,13 @@ from keras import ops
 from tl_keras.layers._utils import LAYER_NORM_EPSILON, check_positive_int, check_rate, dim
 from tl_keras.layers.fused_ops import LayerNorm
 from tl_keras.layers.token_learner import TokenFuser, TokenLearner
-from tl_keras.layers.tokenizers import TOKENIZERS, make_tokenizer
+from tl_keras.layers.tokenizers import (
+    FUSERS,
+    TOKENIZERS,
+    make_fuser,
+    make_tokenizer,
+    version_has_maps,
+)
 
 
 class _FlatGlorotUniform(keras.initializers.Initializer):
@@ -337,6 +346,25 @@ def check_tokenlearner(tokenlearner, num_layers, extra_layers=0, owner="build_en
             f"{owner}: unknown `tokenlearner.version`={tokenlearner.version!r}; "
             f"known: {sorted(TOKENIZERS)}."
         )
+    fuser = fuser_name(tokenlearner)
+    if fuser is not None and fuser not in FUSERS:
+        raise ValueError(
+            f"{owner}: unknown `tokenlearner.fuser`={tokenlearner.fuser!r}; known: "
+            f"False, True (= 'tokenfuser'), {sorted(FUSERS)}."
+        )
+    if fuser == "unpool" and not version_has_maps(tokenlearner.version):
+        raise ValueError(
+            f"{owner}: `tokenlearner.fuser='unpool'` needs a token learner with spatial "
+            f"maps; `version`={tokenlearner.version!r} has none."
+        )
+
+
+def fuser_name(tokenlearner):
+    """The fuser of a TL placement: None (model "a"), `"tokenfuser"` for `fuser=True`,
+    else the `FUSERS` name it gives (`"unpool"`, `"reprojection"`)."""
+    if tokenlearner is None or not tokenlearner.fuser:
+        return None
+    return "tokenfuser" if tokenlearner.fuser is True else str(tokenlearner.fuser)
 
 
 def encoder_layout(num_layers, tokenlearner=None, extra_layers=0):
@@ -380,7 +408,8 @@ def build_encoder(
             TokenLearner/TokenFuser MLPs get `dropout_rate` too (as the reference).
         drop_path_rate: stochastic depth, growing linearly from 0 at the first block to
             this value at the last.
-        tokenlearner: None or a TL spec (`num_tokens`, `at`, `fuser`, `version`).
+        tokenlearner: None or a TL spec (`num_tokens`, `at`, `fuser`, `version`);
+            `fuser` is False, True / `"tokenfuser"`, `"unpool"` or `"reprojection"`.
         extra_layers: blocks appended after the last one (after the TokenLearner).
         num_frames: T for video (tokens are `T` frames of `N`); None for images.
         grid: `(h, w)` patch grid of one frame (needed by TokenLearner v1).
@@ -403,6 +432,7 @@ def build_encoder(
     if video:
         n_frame = x.shape[1] // num_frames  # tokens per frame
     tl_index = 0
+    fuser_kind = fuser_name(tokenlearner)
     for i, (tl_before, fuser_after) in enumerate(layout):
         residual = x
         if tl_before:
@@ -419,7 +449,11 @@ def build_encoder(
                 residual = keras.layers.Reshape(
                     (num_frames, n_frame, c), dtype=dtype, name=f"to_frames_{tl_index}"
                 )(x)  # [B, T, N, C]
-            if fuser_after and isinstance(tl, TokenLearner):
+            if fuser_kind == "unpool":
+                # The fuser spreads the tokens back with the maps that pooled them.
+                x, maps = tl(residual, return_maps=True)  # [B, (T*)S, C], [B*T, S, N]
+                normalized = None
+            elif fuser_kind == "tokenfuser" and isinstance(tl, TokenLearner):
                 # The TokenLearner and the TokenFuser both normalise this same input
                 # (each with its own scale and offset): standardise it once for both.
                 normalized = LayerNorm(
@@ -442,13 +476,24 @@ def build_encoder(
             name=f"encoderblock_{i}",
         )(x)
         if fuser_after:
-            fused = TokenFuser(
-                dropout_rate=dropout_rate,
-                mix_tokens_over_time=fuser_mix_tokens_over_time,
-                temporal=video,
-                dtype=dtype,
-                name=f"tokenfuser_{tl_index}",
-            )(x, residual, normalized=normalized)  # shape of the residual
+            name = f"tokenfuser_{tl_index}"
+            if fuser_kind == "tokenfuser":
+                fused = TokenFuser(
+                    dropout_rate=dropout_rate,
+                    mix_tokens_over_time=fuser_mix_tokens_over_time,
+                    temporal=video,
+                    dtype=dtype,
+                    name=name,
+                )(x, residual, normalized=normalized)  # shape of the residual
+            elif fuser_kind == "unpool":
+                fused = make_fuser("unpool", temporal=video, dtype=dtype, name=name)(
+                    x, residual, maps
+                )  # shape of the residual
+            else:  # "reprojection": the positions attend to their frame's tokens
+                fused = make_fuser(
+                    "reprojection", temporal=video, num_heads=num_heads,
+                    dropout_rate=dropout_rate, dtype=dtype, name=name,
+                )(x, residual)  # shape of the residual
             x = keras.layers.Add(dtype=dtype, name=f"fuser_residual_{tl_index}")(
                 [fused, residual]
             )

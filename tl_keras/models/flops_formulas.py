@@ -145,14 +145,15 @@ def tokenizer_cost(version, frames, positions, channels, num_tokens, *,
 
 def fuser_cost(kind, frames, positions, channels, num_tokens, *, tokenizer="1.1",
                num_heads=8, bottleneck_dim=FUSER_BOTTLENECK, mix_tokens_over_time=True,
-               num_conv_layers=V1_CONV_LAYERS):
+               num_conv_layers=V1_CONV_LAYERS, maps_reused=False):
     """A fuser (a `FUSERS` name) mapping `frames x num_tokens` tokens back onto
     `frames x positions`, as a `Cost`:
 
     * `"tokenfuser"` (`TokenFuser`, paper Eq. 2): token mixing over all `T*S` tokens
       (`C (TS)^2`; per frame `T C S^2` unless `mix_tokens_over_time`), the beta MLP and
       the `N S C` weighted sum;
-    * `"unpool"`: the `tokenizer`'s maps again and the weighted sum;
+    * `"unpool"`: the `tokenizer`'s maps again (not with `maps_reused`: the ViT / ViViT
+      encoder takes them from the TokenLearner's own call) and the weighted sum;
     * `"reprojection"`: attention of the positions to the frame's tokens plus an MLP.
     """
     t, n, c, s = frames, positions, channels, num_tokens
@@ -164,9 +165,10 @@ def fuser_cost(kind, frames, positions, channels, num_tokens, *, tokenizer="1.1"
         cost.add("fuser_beta_mlp", t * n * (c * b + b * s), norm_params(c) + c * b + b + b * s + s)
         cost.add("fuser_sum", t * n * s * c, 0)
     elif kind == "unpool":
-        maps = tokenizer_cost(tokenizer, t, n, c, s, num_conv_layers=num_conv_layers,
-                              maps_only=True)
-        cost.add("unpool_maps", *maps)
+        if not maps_reused:
+            maps = tokenizer_cost(tokenizer, t, n, c, s, num_conv_layers=num_conv_layers,
+                                  maps_only=True)
+            cost.add("unpool_maps", *maps)
         cost.add("unpool_sum", t * n * s * c, 0)
     elif kind == "reprojection":
         macs, params = mhsa_cost(t * s, s, c, num_heads, queries=t * n)

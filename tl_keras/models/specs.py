@@ -13,9 +13,9 @@ H 1280/32/5120/16. ViViT uses the same encoders on 16x16x2 tubelets (Arnab et al
 
 import dataclasses
 import re
-from typing import Optional
+from typing import Optional, Union
 
-from tl_keras.layers.tokenizers import TOKENIZERS
+from tl_keras.layers.tokenizers import FUSERS, TOKENIZERS, version_has_maps
 
 _SIZES = {
     "Ti": dict(hidden_dim=192, num_layers=12, num_heads=3, mlp_dim=768),
@@ -101,21 +101,26 @@ class TL:
             model is `TL(8, at=6)`, after the 6th block. Required by ViT / ViViT; left
             out (None) for X(2+1)D-M, whose TokenLearner sits in res5's modules
             (`TL(8)`, `TL(8, version="1")`).
-        fuser: False = paper model "a" (TokenLearner once); True = model "b" (every block
-            from `at` on is TokenLearner -> block -> TokenFuser + residual).
+        fuser: False = paper model "a" (TokenLearner once); a fuser name = model "b"
+            (every block from `at` on is TokenLearner -> block -> fuser + residual):
+            `"tokenfuser"` (`TokenFuser`, Eq. 2; `True` means this one), or the Fig. 7
+            alternatives `"unpool"` (the tokens spread back with the token learner's
+            own maps) and `"reprojection"` (one more attention layer from the positions
+            to the tokens). Stored as False or the name: `TL(8, 6, fuser=True) ==
+            TL(8, 6, fuser="tokenfuser")`.
         version: `"1.1"` (MLP + softmax maps, the reference default), `"1"` (paper
             Eq. 1, four 3x3 convs + sigmoid), or a baseline tokenizer of the paper's
             ablations (`"grid"`, `"pool"`, `"fc"`, `"pool_mlp"`; see
             `tl_keras.layers.baselines`).
 
     `TL.parse("16@12")`, `TL.parse("8@6+fuser")`, `TL.parse("8@6+fuser+v1")`,
-    `TL.parse("8@6+pool")`, `TL.parse("8+v1")` (no `at`); `str(TL(8, 6, fuser=True)) ==
-    "8@6+fuser"`.
+    `TL.parse("8@6+unpool")`, `TL.parse("8@6+reprojection")`, `TL.parse("8@6+pool")`,
+    `TL.parse("8+v1")` (no `at`); `str(TL(8, 6, fuser=True)) == "8@6+fuser"`.
     """
 
     num_tokens: int
     at: Optional[int] = None
-    fuser: bool = False
+    fuser: Union[bool, str] = False
     version: str = "1.1"
 
     def __post_init__(self):
@@ -127,14 +132,26 @@ class TL:
             isinstance(self.at, bool) or not isinstance(self.at, int) or self.at < 0
         ):
             raise ValueError(f"TL: `at` must be an int >= 0 (or None), got {self.at!r}.")
-        if not isinstance(self.fuser, bool):
-            raise ValueError(f"TL: `fuser` must be a bool, got {self.fuser!r}.")
+        fuser = self.fuser
+        if fuser is True:
+            fuser = "tokenfuser"
+        if fuser is not False and not (isinstance(fuser, str) and fuser in FUSERS):
+            raise ValueError(
+                f"TL: `fuser` must be False, True (= 'tokenfuser') or one of "
+                f"{sorted(FUSERS)}, got {self.fuser!r}."
+            )
         version = str(self.version)
         versions = TOKENIZERS
         if version not in versions:
             raise ValueError(
                 f"TL: unknown `version`={self.version!r}; known: {sorted(versions)}."
             )
+        if fuser == "unpool" and not version_has_maps(version):
+            raise ValueError(
+                f"TL: `fuser='unpool'` spreads the tokens back with the token learner's "
+                f"maps, and `version`={version!r} has none."
+            )
+        object.__setattr__(self, "fuser", fuser)
         object.__setattr__(self, "version", version)
 
     def to_config(self):
@@ -146,8 +163,9 @@ class TL:
 
     @classmethod
     def parse(cls, text):
-        """`"S@AT"` (or `"S"`, no `at`) with optional `+fuser` and a version suffix:
-        `+v1`, `+v1.1` or a baseline name (`+grid`, `+pool`, ...)."""
+        """`"S@AT"` (or `"S"`, no `at`) with an optional fuser (`+fuser` = `+tokenfuser`,
+        `+unpool`, `+reprojection`) and a version suffix: `+v1`, `+v1.1` or a baseline
+        name (`+grid`, `+pool`, ...)."""
         match = _TL_PATTERN.match(str(text))
         if not match:
             raise ValueError(
@@ -160,7 +178,9 @@ class TL:
         versions = TOKENIZERS
         for flag in filter(None, (f.strip() for f in match.group(3).split("+"))):
             if flag == "fuser":
-                fuser = True
+                fuser = "tokenfuser"
+            elif flag in FUSERS:
+                fuser = flag
             elif flag.startswith("v") and flag[1:] in ("1", "1.1"):
                 version = flag[1:]
             elif flag in versions and flag not in ("1", "1.1"):
@@ -172,7 +192,7 @@ class TL:
     def __str__(self):
         text = f"{self.num_tokens}" if self.at is None else f"{self.num_tokens}@{self.at}"
         if self.fuser:
-            text += "+fuser"
+            text += "+fuser" if self.fuser == "tokenfuser" else f"+{self.fuser}"
         if self.version in ("1", "1.1"):
             text += "+v1" if self.version == "1" else ""
         else:

@@ -195,8 +195,29 @@ def _nothing_restored(directory, skipped):
 
 
 def restore_model(model, path):
-    """Loads only the model's variables from a training checkpoint (any strategy)."""
-    status = tf.train.Checkpoint(model=model).restore(path)
+    """Loads only the model's variables from a training checkpoint (any strategy).
+
+    TensorFlow's object graph of a Keras 3 model does not reach sublayers kept in a list
+    (the TokenLearner / TokenFuser MLPs), so the values come from the flat
+    `model_variables` list that `CheckpointState` saves beside it (every variable, in
+    `model.variables` order; each shape is checked first); the object graph is matched
+    too, which checks the names of the variables it reaches.
+    """
+    variables = list(model.variables)
+    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    key = "model_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
+    saved = sum(1 for name in shapes if name.startswith("model_variables/"))
+    if saved != len(variables):
+        raise tf.errors.InvalidArgumentError(
+            None, None,
+            f"{path} holds {saved} model variables; this model has {len(variables)}")
+    for i, v in enumerate(variables):
+        if list(shapes.get(key.format(i), [])) != list(v.shape):
+            raise tf.errors.InvalidArgumentError(
+                None, None,
+                f"{path}: model variable {i} ({v.path}) has shape "
+                f"{shapes.get(key.format(i))} there, {tuple(v.shape)} here")
+    status = tf.train.Checkpoint(model=model, model_variables=variables).restore(path)
     status.expect_partial()
     status.assert_existing_objects_matched()
     return checkpoint_step(path)

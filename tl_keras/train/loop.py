@@ -61,6 +61,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tl_keras import configs as configs_lib
+from tl_keras import plotting, visualize
 from tl_keras.convert import load_pretrained
 from tl_keras.export import export_model
 from tl_keras.train import checkpoint as ckpt_lib
@@ -238,18 +239,25 @@ class _StopSignal:
     A Python signal handler only runs when the main thread is back in Python, which it
     never is while a `tf.function` waits for input that does not come (every record
     skipped, a hung file system). So the signal also reaches a watchdog thread, through
-    `signal.set_wakeup_fd`: when the step counter (`progress()`) has not moved for
-    `stuck_timeout_s` after SIGTERM and the loop has not started its final save
-    (`handling`), the watchdog calls `on_stuck(step)` (which reports and releases what it
-    can) and ends the process with `Preempted.exit_code`. The checkpoints already written
-    stay; the steps since the last one are lost, as after a SIGKILL.
+    `signal.set_wakeup_fd`: when, inside a training call (`in_train_call`), the step
+    counter (`progress()`) has not moved for `stuck_timeout_s` after SIGTERM and the loop
+    has not started its final save (`handling`), the watchdog calls `on_stuck(step, waited_s, training)` (which
+    reports and releases what it can) and ends the process with `Preempted.exit_code`. The
+    checkpoints already written stay; the steps since the last one are lost, as after a
+    SIGKILL. Between training calls (evaluation, checkpoint, summaries: work that ends by
+    itself, after which the loop saves and stops) the watchdog allows
+    `OUTSIDE_TRAINING_FACTOR` times as long, so a slow evaluation under load does not
+    cost the steps since the last checkpoint.
     """
+
+    OUTSIDE_TRAINING_FACTOR = 6
 
     _CLOSE = b"\x00"
 
     def __init__(self, progress=None, on_stuck=None, stuck_timeout_s=None):
         self.requested = False
         self.handling = False
+        self.in_train_call = False
         self.progress, self.on_stuck = progress, on_stuck
         self.stuck_timeout_s = _stuck_timeout_s() if stuck_timeout_s is None else stuck_timeout_s
         self._previous = None
@@ -283,7 +291,7 @@ class _StopSignal:
         self.requested = True
         print("tl_keras: SIGTERM received; saving a checkpoint after the current steps.",
               file=sys.stderr, flush=True)
-        last, since = self._step(), time.time()
+        last, since = self._state(), time.time()
         receive.settimeout(0.5)
         while True:
             try:
@@ -296,18 +304,23 @@ class _StopSignal:
                 return
             if self.handling:
                 continue
-            now = self._step()
+            now = self._state()
+            limit = self.stuck_timeout_s * (1 if now[0] else self.OUTSIDE_TRAINING_FACTOR)
             if now != last:
                 last, since = now, time.time()
-            elif time.time() - since > self.stuck_timeout_s:
+            elif time.time() - since > limit:
                 if self.on_stuck is not None:
                     try:
-                        self.on_stuck(last)
+                        self.on_stuck(last[1], limit, now[0])
                     except Exception as e:  # ending the process matters more
                         print(f"tl_keras: while stopping: {_error_summary(e)}", file=sys.stderr)
                 sys.stderr.flush()
                 sys.stdout.flush()
                 os._exit(Preempted.exit_code)
+
+    def _state(self):
+        """(in a training call, step): the watchdog's measure of progress."""
+        return self.in_train_call, self._step()
 
     def _step(self):
         try:
@@ -345,6 +358,15 @@ def _setup(cfg, si, workdir):
     return policy
 
 
+def load_init_checkpoint(model, model_cfg):
+    """Starts `model` from `model_cfg.init_checkpoint` (`model.*` of the config): any source
+    of `weights=` (a ViT checkpoint, a keras-hub ViT, a `.keras` of another model of the
+    family, a `.weights.h5` of this one), a 2-D patch kernel inflated into a ViViT by
+    `model_cfg.init_checkpoint_kernel_init`. Returns the `WeightsReport`."""
+    return load_pretrained(model, model_cfg.init_checkpoint,
+                           kernel_init=model_cfg.init_checkpoint_kernel_init)
+
+
 def _jit(cfg, si):
     if cfg.train.jit_compile is None:
         return si.device_type in ("GPU",)  # TPU compiles anyway; on CPU XLA is slower here
@@ -361,6 +383,63 @@ def _scalar(name, value):
     """`tf.summary.scalar` without the `tensorboard` package: the same event (a float32
     tensor tagged with the `scalars` plugin), written with core `tf.summary.write`."""
     tf.summary.write(name, tf.cast(value, tf.float32), metadata=_SCALAR_METADATA)
+
+
+# The metadata of `tf.summary.image`'s events: the `images` plugin of TensorBoard.
+_IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images")
+).SerializeToString()
+
+
+def _image(name, image):
+    """`tf.summary.image` of one uint8 `[H, W, 3]` image without the `tensorboard` package:
+    the same event (a string tensor `[width, height, PNG]` tagged with the `images`
+    plugin), written with core `tf.summary.write`."""
+    image = tf.convert_to_tensor(image, tf.uint8)
+    height, width = int(image.shape[0]), int(image.shape[1])
+    tensor = tf.stack([tf.as_string(width), tf.as_string(height), tf.io.encode_png(image)])
+    tf.summary.write(name, tensor, metadata=_IMAGE_METADATA)
+
+
+class _TokenMapSummary:
+    """The token maps (paper Fig. 10, `visualize.token_maps_image`) of one evaluation
+    example, written as the TensorBoard image `eval/token_maps` at each evaluation: by the
+    chief, for a model with TokenLearner layers, when matplotlib is installed (otherwise a
+    warning, once). The example is the first of the evaluation data, the same every time,
+    so the images show how the maps change with training. Drawing never stops a run: a
+    failure is logged and the images stop."""
+
+    def __init__(self, task, si):
+        self.task = task
+        self.enabled = si.is_chief
+        self.inputs = None
+
+    def __call__(self, writer, step, model):
+        if not self.enabled or writer is None or model is None:
+            return
+        try:
+            if not visualize.tokenlearner_layers(model):
+                self.enabled = False
+                return
+            try:
+                plotting.require_matplotlib()
+            except ImportError:
+                log.warning("token maps are not written to TensorBoard: matplotlib is not "
+                            "installed (%s)", plotting.INSTALL_HINT)
+                self.enabled = False
+                return
+            if self.inputs is None:
+                batch = next(iter(self.task.eval_dataset_fn(tf.distribute.InputContext(), 1)))
+                self.inputs = np.asarray(self.task.model_inputs(batch[0]))
+            image = visualize.token_maps_image(model, self.inputs)
+            with writer.as_default(step=step):
+                _image("eval/token_maps", image)
+            writer.flush()
+        except Exception as e:  # a figure must not end a training run
+            log.warning("token maps not written to TensorBoard at step %s (%s: %s); no more "
+                        "token-map images in this run", step, type(e).__name__,
+                        _error_summary(e))
+            self.enabled = False
 
 
 def _summary_writer(workdir, name, si):
@@ -416,6 +495,7 @@ class _Evaluator:
 
         self.dataset = strategy.distribute_datasets_from_function(dataset_fn)
         self._traced_for = None  # the model `eval_step` was made for
+        self.last_model = None  # the model the last evaluation ran
         self.eval_step = None
 
     def _make_eval_step(self, model):
@@ -481,6 +561,7 @@ class _Evaluator:
         if segments is not None:
             out["num_segments"] = segments
         out["eval_time_s"] = time.time() - start
+        self.last_model = model  # for the summaries (the model at the eval crop size)
         return out
 
 
@@ -489,13 +570,17 @@ def evaluate_model(cfg, si, model, task):
     return _Evaluator(cfg, si, model, task)()
 
 
-def _write_eval(writer, step, metrics):
+def _write_eval(writer, step, metrics, token_maps=None, model=None):
+    """The eval scalars and, with `token_maps` (a `_TokenMapSummary`), the token maps of
+    `model`."""
     with writer.as_default(step=step):
         for k, v in metrics.items():
             if k in ("num_examples", "num_segments") or not isinstance(v, (int, float)):
                 continue
             _scalar(f"eval/{k}", v)
     writer.flush()
+    if token_maps is not None:
+        token_maps(writer, step, model)
 
 
 def _metric_line(metrics):
@@ -570,9 +655,8 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
     with strategy.scope():
         model = task.model_fn()
         if cfg.model.init_checkpoint:
-            # Any layout of `weights=` (a ViT checkpoint, a `.keras` of another model of the
-            # family, a `.weights.h5` of this one); a resumed run then restores over it.
-            report = load_pretrained(model, cfg.model.init_checkpoint)
+            # A resumed run then restores its own checkpoint over it.
+            report = load_init_checkpoint(model, cfg.model)
             if si.is_chief:
                 out.write(f"tl_keras: init_checkpoint {report.summary()}\n")
         schedule = optim_lib.WarmupDecay(
@@ -732,6 +816,7 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
     evaluator = _Evaluator(cfg, si, model, task) if evaluate else None
     train_writer = _summary_writer(workdir, "train", si)
     eval_writer = _summary_writer(workdir, "eval", si) if evaluate else None
+    token_maps = _TokenMapSummary(task, si) if evaluate else None
     show = si.is_chief
     if show:
         out.write(
@@ -756,11 +841,13 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
     stats = None
     first_call = True
     loss_history = []
-    def on_stuck(_):  # SIGTERM while no step completes (see _StopSignal)
-        print(f"tl_keras: no training step completed for {stop_signal.stuck_timeout_s:.0f}s "
-              f"after SIGTERM (waiting for input?): stopping at step {cur} without a new "
-              f"checkpoint; the last checkpoint is {state.last_good or 'none'}. Rerun the "
-              f"same command to resume from it.", file=sys.stderr, flush=True)
+    def on_stuck(_, waited_s, training):  # SIGTERM while nothing progresses (_StopSignal)
+        what = ("no training step completed" if training
+                else "the work between training steps (evaluation, checkpoint) did not end")
+        print(f"tl_keras: {what} for {waited_s:.0f}s after SIGTERM (waiting for input?): "
+              f"stopping at step {cur} without a new checkpoint; the last checkpoint is "
+              f"{state.last_good or 'none'}. Rerun the same command to resume from it.",
+              file=sys.stderr, flush=True)
         train_writer.flush()
         if lock is not None:
             lock.release()
@@ -771,9 +858,17 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
                 n = min(cfg.train.steps_per_loop, total_steps - cur)
                 for b in boundaries:
                     n = min(n, b - cur % b)
+                if stop_signal.requested and si.num_workers == 1:
+                    n = 0  # SIGTERM came between calls: save now (workers must agree on n)
                 t0 = time.time()
-                stats = train_steps(iterator, tf.constant(n, tf.int32), tf.constant(stop_signal.requested))
-                stats = {k: v.numpy() for k, v in stats.items()}
+                stop_signal.in_train_call = True
+                try:
+                    stats = train_steps(
+                        iterator, tf.constant(n, tf.int32), tf.constant(stop_signal.requested)
+                    )
+                    stats = {k: v.numpy() for k, v in stats.items()}
+                finally:
+                    stop_signal.in_train_call = False
                 cur = int(step.numpy())
                 dt = time.time() - t0
                 train_time += dt
@@ -821,7 +916,7 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
                     if show:
                         progress.break_line()
                         out.write(f"tl_keras: eval at step {cur}: {_metric_line(m)}\n")
-                    _write_eval(eval_writer, cur, m)
+                    _write_eval(eval_writer, cur, m, token_maps, evaluator.last_model)
                     if si.is_chief:
                         _append_history(workdir, {"step": cur, **m})
     except _PEER_ERRORS as e:
@@ -845,7 +940,7 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
         m = evaluator()
         if show:
             out.write(f"tl_keras: eval at step {cur}: {_metric_line(m)}\n")
-        _write_eval(eval_writer, cur, m)
+        _write_eval(eval_writer, cur, m, token_maps, evaluator.last_model)
         result.update(m)
         result["split"] = cfg.data.eval_split
     result["wall_time_s"] = time.time() - run_start
@@ -883,6 +978,7 @@ def continuous_evaluate(cfg, workdir, si, task, out=None):
         model = task.model_fn()
     evaluator = _Evaluator(cfg, si, model, task)
     writer = _summary_writer(workdir, "eval", si)
+    token_maps = _TokenMapSummary(task, si)
     done = _history_steps(workdir)
     ckdir = ckpt_lib.checkpoint_dir(workdir)
     tf.io.gfile.makedirs(ckdir)
@@ -907,7 +1003,7 @@ def continuous_evaluate(cfg, workdir, si, task, out=None):
         done.add(ckpt_step)
         out.write(f"tl_keras: eval of {os.path.basename(path)}: {_metric_line(m)}\n")
         out.flush()
-        _write_eval(writer, ckpt_step, m)
+        _write_eval(writer, ckpt_step, m, token_maps, evaluator.last_model)
         if si.is_chief:
             _append_history(workdir, {"step": ckpt_step, **m})
         result = {"step": ckpt_step, **m, "split": cfg.data.eval_split}

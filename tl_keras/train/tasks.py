@@ -64,6 +64,7 @@ _ARCH_FIELDS = (
     "drop_path_rate",
     "module",
     "fuser",
+    "fuser_mix_tokens_over_time",
 )
 
 
@@ -159,7 +160,12 @@ def model_kwargs(cfg):
             tl.num_tokens if tl.version is None else {"num_tokens": tl.num_tokens, "version": tl.version}
         )
     elif tl.at is not None:
-        kwargs["tokenlearner"] = TL(tl.num_tokens, at=tl.at, fuser=tl.fuser, version=tl.version or "1.1")
+        try:
+            kwargs["tokenlearner"] = TL(
+                tl.num_tokens, at=tl.at, fuser=tl.fuser, version=tl.version or "1.1"
+            )
+        except ValueError as e:
+            raise ConfigError(f"model.tokenlearner: {e}") from None
     return kwargs
 
 
@@ -309,6 +315,12 @@ def validate(cfg, num_replicas=1, modes=("train",)):
         raise ConfigError(
             f"model.extra_layers={extra} adds blocks after a TokenLearner, but "
             "model.tokenlearner.at is none."
+        )
+    if m.fuser_mix_tokens_over_time is not None and spec["family"] != "vivit":
+        raise ConfigError(
+            f"model.fuser_mix_tokens_over_time={m.fuser_mix_tokens_over_time}: only ViViT "
+            f"mixes the tokens of several frames; {m.name} is a {spec['family']} model, "
+            "leave it none."
         )
     # Data: sizes.
     if d.crop_size is not None and d.min_resize is not None and d.crop_size > d.min_resize:

@@ -60,6 +60,29 @@ def test_arguments_and_built_model_agree(name, kwargs):
     assert flops.count_params(model) == model.count_params()
 
 
+@pytest.mark.parametrize("fuser", ["tokenfuser", "unpool", "reprojection"])
+def test_fig7_fusers_by_hand(fuser):
+    """B/16 @384, 8-TL at 6 with each Fig. 7 fuser: every fuser block's MACs by hand
+    (N = 576 positions, S = 8 tokens, C = 768); the rest of the model is model "a"'s
+    blocks on S tokens, the same for every fuser."""
+    n, s, c = 576, 8, 768
+    by_hand = {
+        # token mixing C S^2, beta MLP N (C 64 + 64 S), weighted sum N S C
+        "tokenfuser": c * s * s + n * (c * 64 + 64 * s) + n * s * c,
+        # the TokenLearner's own maps, weighted sum only
+        "unpool": n * s * c,
+        # queries N, keys / values S: q, out N C^2; k, v 2 S C^2; QK^T, AV 2 N S C;
+        # MLP 2 N C (4C)
+        "reprojection": 2 * n * c * c + 2 * s * c * c + 2 * n * s * c + 2 * n * c * 4 * c,
+    }[fuser]
+    kwargs = dict(image_size=384, tokenlearner=TL(8, 6, fuser=fuser))
+    cost = flops.cost("vit_b16", **kwargs)
+    assert [cost.parts[f"tokenfuser_{k}"][0] for k in range(6)] == [by_hand] * 6
+    model_a = flops.cost("vit_b16", image_size=384, tokenlearner=TL(8, 6))
+    tokenlearners = sum(cost.parts[f"tokenlearner_{k}"][0] for k in range(1, 6))
+    assert cost.macs == model_a.macs + 6 * by_hand + tokenlearners
+
+
 def test_tokenlearner_saves_what_the_paper_says():
     base = flops.gflops("vit_b16", image_size=384)
     half = flops.gflops("vit_b16", image_size=384, tokenlearner=TL(8, 6))

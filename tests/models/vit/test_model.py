@@ -13,8 +13,8 @@ from test_case import TestCase, layers_of, to_numpy
 from tl_keras import TL, flops
 from tl_keras.convert import export_flax_params, load_vit_npz, vit_npz_params
 from tl_keras.layers import TokenFuser, TokenLearner, TokenLearnerV1, TransformerBlock
-from tl_keras.layers.tokenizers import TOKENIZERS
-from tl_keras.models import ViT, create_model, vit_b16, vivit_b16
+from tl_keras.layers.tokenizers import FUSERS, TOKENIZERS
+from tl_keras.models import ViT, ViViT, create_model, vit_b16, vivit_b16
 
 TINY = dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=4, num_heads=2,
             mlp_dim=64, num_classes=5)
@@ -311,6 +311,61 @@ class TestKerasContract(TestCase):
         np.testing.assert_allclose(model.predict(ds, verbose=0), expected, atol=1e-5)
         model.compile(jit_compile=True)
         np.testing.assert_allclose(model.predict(ds, verbose=0), expected, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------
+# Fig. 7: the fuser alternatives.
+
+
+class TestFig7Fusers(TestCase):
+    @pytest.mark.parametrize("fuser", sorted(FUSERS))
+    @pytest.mark.parametrize("family", ["vit", "vivit"])
+    def test_model_contract_per_fuser(self, fuser, family):
+        """`TL(..., fuser=name)` builds that fuser after every block from `at` on; config,
+        forward, `.keras` round trip, bfloat16, a gradient to every weight; its GFLOPs
+        counted from the arguments and from the built model agree."""
+        tl = TL(3, at=2, fuser=fuser)
+        if family == "vit":
+            cls, kwargs, x, frames = ViT, dict(TINY, tokenlearner=tl), images(), 1
+        else:
+            cls, kwargs, x, frames = ViViT, dict(TINY_VIDEO, tokenlearner=tl), videos(), 2
+        model = cls(**kwargs)
+        fusers = [layer for layer in model.layers if layer.name.startswith("tokenfuser_")]
+        assert [type(f) for f in fusers] == [FUSERS[fuser]] * 2
+        assert block_tokens(model) == [16 * frames] * 2 + [3 * frames] * 2
+        assert model.get_layer("encoder_norm").input.shape[1] == 16 * frames  # fused back
+        assert flops.gflops(model) == pytest.approx(flops.gflops(f"{family}_b16", **kwargs))
+        assert flops.count_params(f"{family}_b16", **kwargs) == model.count_params()
+        self.run_model_test(cls, kwargs, x, (2, 5), model=model)
+
+    def test_fuser_true_is_tokenfuser(self):
+        a = vit_b16(**TINY, tokenlearner=TL(3, at=2, fuser=True))
+        b = vit_b16(**TINY, tokenlearner="3@2+tokenfuser")
+        assert a.resolved.tokenlearner == b.resolved.tokenlearner == TL(3, 2, "tokenfuser")
+        assert [type(layer) for layer in a.layers] == [type(layer) for layer in b.layers]
+
+    def test_unpool_spreads_the_tokens_with_the_maps_that_pooled_them(self):
+        """Block output + residual: `x[n] + sum_s maps[s, n] y[s]` per frame, with the
+        maps of the TokenLearner before the block (NumPy on the model's tensors)."""
+        model = vivit_b16(**TINY_VIDEO, tokenlearner=TL(3, at=3, fuser="unpool"))
+        randomize(model)
+        tl, block = model.get_layer("tokenlearner_0"), model.get_layer("encoderblock_3")
+        probe = keras.Model(model.input, [
+            tl.input, tl.output[1], block.output, model.get_layer("fuser_residual_0").output,
+        ])
+        original, maps, y, out = (to_numpy(t) for t in probe(videos()))
+        assert original.shape == (2, 2, 16, 32) and maps.shape == (4, 3, 16)
+        np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)  # softmax over positions
+        y = y.reshape(4, 3, 32)  # [B*T, S, C]
+        expected = original + np.einsum("bsn,bsc->bnc", maps, y).reshape(original.shape)
+        np.testing.assert_allclose(out, expected, atol=1e-4)
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match="unpool.*pool_mlp"):
+            vit_b16(**TINY, tokenlearner=dict(num_tokens=3, at=2, fuser="unpool",
+                                              version="pool_mlp"))
+        with pytest.raises(ValueError, match="fuser"):
+            vit_b16(**TINY, tokenlearner=dict(num_tokens=3, at=2, fuser="concat"))
 
 
 @pytest.mark.parametrize("version", ["grid", "pool", "fc", "pool_mlp"])

@@ -16,7 +16,10 @@ from tl_keras.models.x2plus1d.flops import (
     module_gflops,
     module_params,
     module_table_markdown,
+    network_reading_rows,
     network_table_markdown,
+    paper_reading_candidates,
+    paper_reading_markdown,
     x2plus1d_cost,
     x2plus1d_gflops,
 )
@@ -215,3 +218,22 @@ class TestBenchmarks:
         section = text[start:] if end < 0 else text[start:end]
         assert module_table_markdown() in section
         assert network_table_markdown() in section
+        indented = "\n".join("  " + line for line in paper_reading_markdown().split("\n"))
+        assert indented in section
+        for reading, value in network_reading_rows():
+            assert f"| {reading} | {value:.1f} |" in section
+
+    def test_paper_readings(self):
+        """The readings of Table 12's TokenLearner rows (issue #18): the first is our
+        module exactly; the numbers BENCHMARKS.md discusses."""
+        rows = {r[0]: r[1:] for r in paper_reading_candidates()}
+        ours = rows["ours: C=432, TokenFuser MLP 64, mixing all T*S tokens (§2.2)"]
+        tl, conv_tl = module_cost("tokenlearner"), module_cost("conv2d_tokenlearner")
+        assert ours == pytest.approx((2 * tl.gmacs, tl.params, 2 * conv_tl.gmacs, conv_tl.params))
+        d432 = rows["TokenFuser MLP d=432, per frame, + softmax at 5 FLOPs per attention element"]
+        assert [round(v, 2) for v in d432[::2]] == [3.46, 17.22]  # paper 3.4, 17.2
+        assert [round(v / 1e6, 3) for v in d432[1::2]] == [0.787, 2.468]  # paper 0.81M, 2.49M
+        projection = rows["mixing per frame + an output projection after VectorAttention"]
+        assert [round(v / 1e6, 3) for v in projection[1::2]] == [0.812, 2.492]
+        assert dict(network_reading_rows())[
+            "paper's own Table 12: 532 - 7 x (18.3 - 17.2)"] == pytest.approx(524.3)

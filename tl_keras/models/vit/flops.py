@@ -8,7 +8,9 @@ the way the paper reports GFLOPs (MACs; formulas in `tl_keras.models.flops_formu
   v1: the 3x3 convs (`9 N C S + 3 x 9 N S^2`) and the pooling product; the ablation
   baselines (paper Table 6); per frame;
 * TokenFuser: the token mixing (`C (TS)^2`, or `T C S^2` per frame), the beta MLP and
-  the `N S C` product, per frame;
+  the `N S C` product, per frame; the Fig. 7 alternatives: unpooling (`N S C` per frame,
+  the maps are the TokenLearner's) and re-projection (attention of the N positions to
+  the frame's S tokens plus an MLP of ratio 4);
 * pre-logits and head Dense layers.
 
 LayerNorms, softmax, GELU, bias and residual adds and the position-embedding add are not
@@ -29,10 +31,11 @@ walks a built model's layers with the same formulas (a test checks they agree).
 import keras
 import numpy as np
 
+from tl_keras.layers.baselines import ReprojectionFuser, UnpoolFuser
 from tl_keras.layers.embeddings import PatchEmbedding, TubeletEmbedding
 from tl_keras.layers.token_learner import TokenFuser, TokenLearner, TokenLearnerV1
 from tl_keras.layers.tokenizers import TOKENIZERS
-from tl_keras.layers.transformer import TransformerBlock, encoder_layout
+from tl_keras.layers.transformer import TransformerBlock, encoder_layout, fuser_name
 from tl_keras.models.flops_formulas import (
     Cost,
     block_cost,
@@ -67,7 +70,8 @@ def resolved_cost(r):
             block_tokens = frames * tl.num_tokens
         cost.add(f"encoderblock_{i}", *block_cost(block_tokens, c, r.mlp_dim))
         if fuser_after:
-            fuser = fuser_cost("tokenfuser", frames, n, c, tl.num_tokens,
+            fuser = fuser_cost(fuser_name(tl), frames, n, c, tl.num_tokens,
+                               num_heads=r.num_heads, maps_reused=True,
                                mix_tokens_over_time=r.fuser_mix_tokens_over_time)
             cost.add(f"tokenfuser_{k}", fuser.macs, fuser.params)
         elif tl_before:
@@ -144,6 +148,16 @@ def layer_macs(layer):
         return fuser_cost("tokenfuser", frames, n, c, _shape(tokens)[1] // frames,
                           bottleneck_dim=layer.bottleneck_dim,
                           mix_tokens_over_time=layer.mix_tokens_over_time).macs
+    if isinstance(layer, UnpoolFuser):  # the maps come from the TokenLearner's call
+        tokens, original = _inputs(layer)[:2]
+        frames, n, c = _frames_positions(_shape(original), layer.temporal)
+        return fuser_cost("unpool", frames, n, c, _shape(tokens)[1] // frames,
+                          maps_reused=True).macs
+    if isinstance(layer, ReprojectionFuser):
+        tokens, original = _inputs(layer)[:2]
+        frames, n, c = _frames_positions(_shape(original), layer.temporal)
+        return fuser_cost("reprojection", frames, n, c, _shape(tokens)[1] // frames,
+                          num_heads=layer.num_heads).macs
     version = _baseline_version(layer)
     if version is not None:
         frames, n, c = _frames_positions(_shape(layer.input), layer.temporal)

@@ -271,7 +271,9 @@ class ViT(TransformerModel):
         drop_path_rate: stochastic depth of the last block (linear from 0).
         representation_size: width of the `Dense + tanh` pre-logits layer, or None.
         tokenlearner: `tl_keras.TL(num_tokens, at, fuser=False, version="1.1")`, its
-            config dict or a string like `"8@6+fuser"`; None = plain ViT.
+            config dict or a string like `"8@6+fuser"`; None = plain ViT. `fuser`:
+            False (model "a"), True / `"tokenfuser"` (model "b"), or the Fig. 7
+            alternatives `"unpool"` / `"reprojection"` (`"8@6+unpool"`).
         extra_layers: blocks added after the TokenLearner (the paper's "24+11", Table 2).
         gelu: GELU form of the encoder MLPs: `"tanh"` (the approximation of the JAX ViT
             reference, default) or `"exact"` (erf; timm and keras-hub ViTs use it, so

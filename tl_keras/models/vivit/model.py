@@ -34,7 +34,7 @@ class ViViT(TransformerModel):
         fuser_mix_tokens_over_time: the TokenFuser's token mixing runs over all
             `T/t * S` tokens of the clip (paper §2.2 on the video's tokens, default) or
             over the S tokens of each frame (Scenic's ViViT; use False to load its
-            checkpoints).
+            checkpoints). In an experiment config: `model.fuser_mix_tokens_over_time`.
         gelu: GELU form of the encoder MLPs, `"tanh"` (default) or `"exact"` (as
             `tl_keras.models.ViT`).
         Other arguments: as `tl_keras.models.ViT` (size defaults: ViViT-B/16x2 of

@@ -307,7 +307,123 @@ def network_table_markdown():
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------
+# The TokenLearner-module rows of Tables 12-13 and the network totals: readings tried.
+
+
+def _token_module_reading(shape=PAPER_INPUT, *, fuser_bottleneck=64, mix_all=True,
+                          output_projection=False, position_projection=False,
+                          tokenizer="1", tokenizer_bottleneck=64):
+    """MACs and parameters of the TokenLearner module ("tokenlearner", no Conv2D) under
+    one reading of the paper: the TokenFuser's beta-MLP width, its token mixing over all
+    T*S tokens or per frame, a C x C output projection after VectorAttention (on the
+    T*S tokens) or on all T*H*W positions, the token learner (`"1"`: one 3x3 conv, or
+    `"1.1"` with an MLP of `tokenizer_bottleneck`)."""
+    t, h, w, c = shape
+    n, s = h * w, 8
+    options = ({"num_conv_layers": 1} if tokenizer == "1"
+               else {"bottleneck_dim": tokenizer_bottleneck})
+    macs, params = tokenizer_cost(tokenizer, t, n, c, s, **options)
+    va_macs, va_params = vector_attention_cost(t * s, c)
+    macs, params = macs + va_macs, params + va_params + norm_params(c)
+    if output_projection or position_projection:
+        out = dense_cost(c, c, t * s if output_projection else t * n)
+        macs, params = macs + out[0], params + out[1]
+    fuser = fuser_cost("tokenfuser", t, n, c, s, bottleneck_dim=fuser_bottleneck,
+                       mix_tokens_over_time=mix_all)
+    return macs + fuser.macs, params + fuser.params
+
+
+def paper_reading_candidates():
+    """Readings of the paper tried against its TokenLearner-module rows (Table 12:
+    "Ours (TokenLearner)" 3.4 GFLOPs / 0.81M, "Ours (Conv2D + TokenLearner)" 17.2 /
+    2.49M). Rows `(reading, GFLOPs, params, GFLOPs with the Conv2D, params with it)`,
+    GFLOPs = 2 x GMACs (+ what the reading adds) at 64 x 8 x 8 x C, 8 tokens per frame."""
+
+    def conv2d(h, c):  # the module's 3x3 Conv2D (+ batch norm) on 64 x h x h x c
+        macs, params = conv_cost(64 * h * h, 9, c, c)
+        return macs, params + norm_params(c)
+
+    attention_elements = (64 * 8) ** 2 * 432  # VectorAttention's softmax input, per channel
+    rows = []
+
+    def add(reading, macs, params, extra_flops=0, conv=conv2d(8, 432), flops_per_mac=2):
+        flops_ = flops_per_mac * macs + extra_flops
+        rows.append((reading, flops_ / 1e9, params,
+                     (flops_ + flops_per_mac * conv[0]) / 1e9, params + conv[1]))
+
+    add("ours: C=432, TokenFuser MLP 64, mixing all T*S tokens (§2.2)",
+        *_token_module_reading())
+    add("the same, counted in MACs (1 x MACs)", *_token_module_reading(), flops_per_mac=1)
+    add("C=492 (§6.3's 8 x 8 x 64 x 492 input)", *_token_module_reading((64, 8, 8, 492)),
+        conv=conv2d(8, 492))
+    add("7 x 7 grid (224 px input; Fig. 9's 49*T tokens)",
+        *_token_module_reading((64, 7, 7, 432)), conv=conv2d(7, 432))
+    add("mixing per frame (S x S, the reference implementation)",
+        *_token_module_reading(mix_all=False))
+    add("mixing per frame + an output projection after VectorAttention",
+        *_token_module_reading(mix_all=False, output_projection=True))
+    add("mixing per frame + a C x C projection on all 4096 positions",
+        *_token_module_reading(mix_all=False, position_projection=True))
+    add("the same + softmax at 4 FLOPs per attention element",
+        *_token_module_reading(mix_all=False, position_projection=True),
+        extra_flops=4 * attention_elements)
+    add("TokenFuser MLP width d=432 (§6.1 'intermediate channel size'), mixing all",
+        *_token_module_reading(fuser_bottleneck=432))
+    add("TokenFuser MLP width d=432, mixing per frame",
+        *_token_module_reading(fuser_bottleneck=432, mix_all=False))
+    for per_element in (4, 5):
+        add(f"TokenFuser MLP d=432, per frame, + softmax at {per_element} FLOPs per "
+            "attention element", *_token_module_reading(fuser_bottleneck=432, mix_all=False),
+            extra_flops=per_element * attention_elements)
+    add("TokenLearner v1.1 and TokenFuser MLPs both d=432, per frame",
+        *_token_module_reading(fuser_bottleneck=432, mix_all=False, tokenizer="1.1",
+                               tokenizer_bottleneck=432))
+    return rows
+
+
+def paper_reading_markdown():
+    """`paper_reading_candidates` as the table of BENCHMARKS.md."""
+    lines = [
+        "| Reading (TokenLearner module, 64 x 8 x 8 x C) | GFLOPs | Params "
+        "| With Conv2D: GFLOPs | Params |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        "| **paper (Table 12)** | **3.4** | **0.81M** | **17.2** | **2.49M** |",
+    ]
+    for reading, g, p, g2, p2 in paper_reading_candidates():
+        lines.append(f"| {reading} | {g:.2f} | {p / 1e6:.3f}M | {g2:.2f} | {p2 / 1e6:.3f}M |")
+    return "\n".join(lines)
+
+
+def network_reading_rows():
+    """Whole-network readings tried against the paper's 532 (backbone) and 487
+    (TokenLearner) GFLOPs of one 64-frame view: `(reading, GFLOPs)`."""
+    rows = []
+    back = x2plus1d_cost("x2plus1d_m", module="conv2d_conv1d", image_size=256)
+    ours = x2plus1d_cost("x2plus1d_m", module="conv2d_tokenlearner", image_size=256)
+    rows.append(("ours, 256 px, backbone", 2 * back.gmacs))
+    rows.append(("ours, 256 px, Conv2D + TokenLearner in res5's 7 units", 2 * ours.gmacs))
+    at224 = x2plus1d_cost("x2plus1d_m", module="conv2d_tokenlearner", image_size=224)
+    rows.append(("ours, 224 px (training size), Conv2D + TokenLearner", 2 * at224.gmacs))
+    plain = x2plus1d_cost("x2plus1d_m", module="tokenlearner", image_size=256)
+    rows.append(("ours, 256 px, TokenLearner without Conv2D in all 7 units", 2 * plain.gmacs))
+    conv1d = 2 * module_cost("conv2d_conv1d").gmacs
+    best = [r for r in paper_reading_candidates() if "5 FLOPs" in r[0]][0][3]
+    rows.append(("ours backbone - 7 x (Conv2D+Conv1D - the d=432, per-frame, softmax-at-5 "
+                 "module reading)",
+                 2 * back.gmacs - 7 * (conv1d - best)))
+    rows.append(("paper's own Table 12: 532 - 7 x (18.3 - 17.2)", 532 - 7 * (18.3 - 17.2)))
+    rows.append(("paper's own Table 12: 532 - 3 x (18.3 - 3.4), no Conv2D in 3 units",
+                 532 - 3 * (18.3 - 3.4)))
+    return rows
+
+
 if __name__ == "__main__":  # python -m tl_keras.models.x2plus1d.flops
     print(module_table_markdown())
     print()
     print(network_table_markdown())
+    print()
+    print(paper_reading_markdown())
+    print()
+    for reading, value in network_reading_rows():
+        print(f"* {reading}: {value:.1f}")
