@@ -95,13 +95,7 @@ def trained_runlocal(tmp_path_factory, subprocess_env):
     workdir = str(tmp_path_factory.mktemp("runlocal") / "run")
     env = {k: v for k, v in subprocess_env.items()
            if k not in ("TF_CPP_MIN_LOG_LEVEL", "TL_KERAS_SHOW_STARTUP")}
-    # With XLA: TensorFlow 2.21's CPU kernels for the gradient of the tubelet embedding (a
-    # Conv3D with stride = kernel: Conv3DBackpropFilterV2 / InputV2) took 40-70 s per call
-    # here (XLA: 0.04 s), which made the 600 steps take hours. XLA cannot compile the fused
-    # uint8 normalisation (`Dequantize` with an axis), so the pipeline normalises (float32
-    # clips, the same values up to the uint8 rounding of resized pixels). Same model.
-    args = [sys.executable, "experiments/kinetics.py", "--runlocal", f"--workdir={workdir}",
-            "--set", "train.jit_compile=true", "data.output_dtype=float32"]
+    args = [sys.executable, "experiments/kinetics.py", "--runlocal", f"--workdir={workdir}"]
     proc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return workdir, proc.stderr

@@ -21,6 +21,19 @@ def test_task_normalises_uint8_inputs_only():
     assert Task(model_fn=lambda: None).model_inputs(pixels) is pixels
 
 
+def test_device_normalisation_compiles_with_xla():
+    """`train.jit_compile=true` (and every TPU step) compiles the normalisation of uint8
+    batches: the same values as without XLA."""
+    import tensorflow as tf
+
+    task = Task(model_fn=lambda: None, input_normalization="imagenet")
+    pixels = np.arange(2 * 4 * 4 * 3 * 4, dtype=np.int64).reshape(2, 4, 4, 4, 3) % 256
+    pixels = pixels.astype(np.uint8)
+    compiled = tf.function(task.model_inputs, jit_compile=True)
+    np.testing.assert_allclose(np.asarray(compiled(pixels)), np.asarray(task.model_inputs(pixels)),
+                               atol=1e-6)
+
+
 def _task(output_dtype):
     cfg = kinetics.get_config(runlocal=True)
     configs.apply_overrides(cfg, [f"data.output_dtype={output_dtype}"])

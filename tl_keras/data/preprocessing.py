@@ -198,7 +198,9 @@ def normalize_inputs(x, normalization="[-1,1]"):
     if tf.as_dtype(x.dtype) != tf.uint8:
         return x
     mean, std = resolve_normalization(normalization)
-    return video_ops.normalize(x, mean, std)
+    # On the device: the plain multiply-add, which XLA fuses (and compiles: it has no
+    # `Dequantize` with an axis, the fused host kernel).
+    return video_ops.normalize(x, mean, std, fused=False)
 
 
 def _normalize(frames, prep):

@@ -161,8 +161,9 @@ class TubeletEmbedding(keras.layers.Layer):
             return ops.reshape(x, (-1, ops.shape(x)[1] * ops.shape(x)[2] * ops.shape(x)[3],
                                    self.hidden_dim))
         (pt, ph, pw), c = (self.tubelet_size,) + self._patch, inputs.shape[-1]
-        x = ops.reshape(inputs, (-1, t, pt, h, ph, w, pw, c))  # [B, t, pt, h, ph, w, pw, 3]
-        x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))  # [B, t, h, w, pt, ph, pw, 3]
+        # At most 6-D (LiteRT's TRANSPOSE has no kernel for more).
+        x = ops.reshape(inputs, (-1, pt, h, ph, w, pw * c))  # [B*t, pt, h, ph, w, pw*3]
+        x = ops.transpose(x, (0, 2, 4, 1, 3, 5))  # [B*t, h, w, pt, ph, pw*3]
         x = ops.reshape(x, (-1, t * h * w, pt * ph * pw * c))  # [B, N, pt*ph*pw*3]
         kernel = ops.cast(self.conv.kernel, self.compute_dtype)
         kernel = ops.reshape(kernel, (pt * ph * pw * c, self.hidden_dim))  # [pt*ph*pw*3, C]

@@ -15,6 +15,7 @@ from tl_keras.models.x2plus1d.layers import (
     MODULE_TITLES,
     MODULES,
     Conv2Plus1D,
+    FactorConv3D,
     FrameBroadcastAttention,
     FrameMLPMixer,
     SpaceTimeAttention,
@@ -440,3 +441,32 @@ class TestModuleMatchesNumpy:
         np.testing.assert_allclose(
             to_numpy(slot(x)), numpy_module(x, *params), atol=1e-4, rtol=1e-4
         )
+
+
+@pytest.mark.parametrize(
+    "kernel,strides,groups,filters,channels",
+    [
+        ((1, 3, 3), (1, 2, 2), 1, 8, 3),  # the stem: strided spatial
+        ((1, 3, 3), (1, 1, 1), 16, 16, 16),  # channelwise spatial (depthwise)
+        ((3, 1, 1), (1, 1, 1), 16, 16, 16),  # channelwise temporal
+        ((3, 1, 1), (2, 1, 1), 1, 12, 6),  # strided temporal
+        ((1, 3, 3), (1, 2, 2), 4, 8, 8),  # grouped, not channelwise
+        ((3, 3, 3), (1, 1, 1), 1, 4, 3),  # a true 3-D kernel: Conv3D itself
+        ((1, 1, 1), (1, 1, 1), 1, 5, 3),  # pointwise
+    ],
+)
+def test_factor_conv3d_equals_conv3d(kernel, strides, groups, filters, channels):
+    """`FactorConv3D` runs (1, k, k) / (k, 1, 1) kernels as 2-D (or depthwise) convs: the
+    same outputs and gradients as Keras' `Conv3D` with the same kernel."""
+    x = rand(2, 6, 9, 10, channels)
+    fast = FactorConv3D(filters, kernel, strides=strides, padding="same", groups=groups)
+    slow = keras.layers.Conv3D(filters, kernel, strides=strides, padding="same", groups=groups)
+    y_fast = to_numpy(fast(x))
+    slow.build(x.shape)
+    slow.set_weights([w + 0.01 for w in fast.get_weights()])  # a non-zero bias too
+    fast.set_weights(slow.get_weights())
+    np.testing.assert_allclose(to_numpy(fast(x)), to_numpy(slow(x)), atol=1e-5)
+    assert y_fast.shape == tuple(slow.compute_output_shape(x.shape))
+    as_model = lambda layer: keras.Sequential([keras.Input(x.shape[1:]), layer])  # noqa: E731
+    for a, b in zip(gradients(as_model(fast), x), gradients(as_model(slow), x)):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-4)
