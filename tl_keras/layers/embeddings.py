@@ -114,7 +114,7 @@ class TubeletEmbedding(keras.layers.Layer):
     non-overlapping tubelets with the conv's kernel (same variables, same values up to
     float summation order): TensorFlow's CPU gradient of a strided Conv3D took 7.8 s for
     the `--runlocal` ViViT's batch on an AMD EPYC host (the matmul form: milliseconds),
-    and LiteRT keeps `CONV_3D` in float32 under full-integer quantization.
+    and LiteRT's `CONV_3D` has no int8 kernel (the matmul quantizes).
     """
 
     def __init__(self, hidden_dim, patch_size, tubelet_size=2, **kwargs):
