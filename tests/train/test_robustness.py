@@ -378,8 +378,9 @@ def test_sigterm_ends_a_run_whose_input_never_yields(tmp_path):
 
 
 def test_sigterm_during_a_slow_evaluation_saves_the_steps_since_the_last_checkpoint(tmp_path):
-    """An evaluation that takes longer than the stuck timeout (2 s here) is not "stuck":
-    the loop finishes it, then saves the steps made since the last checkpoint and stops."""
+    """SIGTERM during an evaluation whose batches each take about the stuck timeout (2 s
+    here) is not "stuck": the evaluation ends after its current batch, then the loop saves
+    the steps made since the last checkpoint and stops."""
     args = ["--mode=train_and_evaluate", "--slow_eval=1.5", "--set", "train.eval_every=5",
             "train.checkpoint_every=10"]
 
@@ -391,8 +392,9 @@ def test_sigterm_during_a_slow_evaluation_saves_the_steps_since_the_last_checkpo
 
     proc, err = _sigterm_when_stuck(tmp_path, args, in_eval_at_step_5)
     assert proc.returncode == train_lib.Preempted.exit_code, err[-3000:]
-    assert "Stopped by SIGTERM at step 5/40; checkpoint saved" in err, err[-3000:]
+    assert "Stopped by SIGTERM at step 5/40 (its evaluation cut short); checkpoint saved" in err, err[-3000:]
     assert "without a new checkpoint" not in err
+    assert not (tmp_path / "eval" / "history.jsonl").exists()  # no metrics of a partial pass
     assert (tmp_path / "checkpoints" / "ckpt-5.index").exists()
     assert not (tmp_path / "train.lock").exists()
 

@@ -239,15 +239,16 @@ class _StopSignal:
     A Python signal handler only runs when the main thread is back in Python, which it
     never is while a `tf.function` waits for input that does not come (every record
     skipped, a hung file system). So the signal also reaches a watchdog thread, through
-    `signal.set_wakeup_fd`: when, inside a training call (`in_train_call`), the step
-    counter (`progress()`) has not moved for `stuck_timeout_s` after SIGTERM and the loop
-    has not started its final save (`handling`), the watchdog calls `on_stuck(step, waited_s, training)` (which
-    reports and releases what it can) and ends the process with `Preempted.exit_code`. The
-    checkpoints already written stay; the steps since the last one are lost, as after a
-    SIGKILL. Between training calls (evaluation, checkpoint, summaries: work that ends by
-    itself, after which the loop saves and stops) the watchdog allows
-    `OUTSIDE_TRAINING_FACTOR` times as long, so a slow evaluation under load does not
-    cost the steps since the last checkpoint.
+    `signal.set_wakeup_fd`: when the progress counters (`progress()`: training steps,
+    evaluation batches) have not moved for `stuck_timeout_s` after SIGTERM (inside a
+    training call, `in_train_call`; `OUTSIDE_TRAINING_FACTOR` times as long between calls,
+    where one slow evaluation batch or checkpoint write is not a hang) and the loop has not
+    started its final save (`handling`), the watchdog calls `on_stuck(progress, waited_s,
+    training)` (which reports and releases what it can) and ends the process with
+    `Preempted.exit_code`. The checkpoints already written stay; the steps since the last
+    one are lost, as after a SIGKILL. An evaluation that still makes progress is cut short
+    after its current batch instead (the loop checks `requested` between batches), then
+    the loop saves and stops.
     """
 
     OUTSIDE_TRAINING_FACTOR = 6
@@ -497,6 +498,7 @@ class _Evaluator:
         self._traced_for = None  # the model `eval_step` was made for
         self.last_model = None  # the model the last evaluation ran
         self.eval_step = None
+        self.batches_done = 0  # over all evaluations: the SIGTERM watchdog's sign of progress
 
     def _make_eval_step(self, model):
         strategy = self.si.strategy
@@ -533,7 +535,8 @@ class _Evaluator:
         with self.si.strategy.scope():
             return self.task.eval_model_fn(self.model)
 
-    def __call__(self):
+    def __call__(self, stop=None):
+        """The metrics; None when `stop()` (checked between batches) became true first."""
         model = self._eval_model()
         if model is not self._traced_for:
             self.eval_step, self._traced_for = self._make_eval_step(model), model
@@ -542,10 +545,13 @@ class _Evaluator:
         for i, batch in enumerate(self.dataset):
             if self.cfg.eval.num_steps is not None and i >= self.cfg.eval.num_steps:
                 break
+            if stop is not None and stop():
+                return None
             s, y, *video_ids = self.eval_step(batch)
             scores.append(s.numpy())
             labels.append(y.numpy())
             ids.extend(v.numpy() for v in video_ids)
+            self.batches_done += 1
         if not scores:
             raise RuntimeError("The evaluation data is empty (check data.eval_pattern).")
         scores, labels = np.concatenate(scores), np.concatenate(labels)
@@ -853,7 +859,10 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
             lock.release()
 
     try:
-        with _StopSignal(progress=lambda: int(step.numpy()), on_stuck=on_stuck) as stop_signal:
+        def steps_and_eval_batches():  # what the SIGTERM watchdog counts as progress
+            return int(step.numpy()), evaluator.batches_done if evaluator else 0
+
+        with _StopSignal(progress=steps_and_eval_batches, on_stuck=on_stuck) as stop_signal:
             while cur < total_steps:
                 n = min(cfg.train.steps_per_loop, total_steps - cur)
                 for b in boundaries:
@@ -912,7 +921,17 @@ def _train(cfg, workdir, si, task, evaluate, out, lock):
                         f"{ckpt_lib.checkpoint_dir(workdir)}. Rerun the same command to resume."
                     )
                 if evaluator and cfg.train.eval_every and cur % cfg.train.eval_every == 0 and cur < total_steps:
-                    m = evaluator()
+                    # SIGTERM during the evaluation (single worker: workers must agree on
+                    # the batches) ends it after the current batch, then saves and stops.
+                    m = evaluator(stop=(lambda: stop_signal.requested) if si.num_workers == 1 else None)
+                    if m is None:
+                        stop_signal.handling = True
+                        state.save()
+                        train_writer.flush()
+                        raise Preempted(
+                            f"Stopped by SIGTERM at step {cur}/{total_steps} (its evaluation "
+                            f"cut short); checkpoint saved in {ckpt_lib.checkpoint_dir(workdir)}. "
+                            f"Rerun the same command to resume.")
                     if show:
                         progress.break_line()
                         out.write(f"tl_keras: eval at step {cur}: {_metric_line(m)}\n")
