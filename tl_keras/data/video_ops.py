@@ -319,15 +319,19 @@ def resize_to(frames, size, dtype=tf.float32):
     shape = tf.shape(frames)
     same = tf.logical_and(tf.equal(shape[1], size[0]), tf.equal(shape[2], size[1]))
 
-    def to_dtype(x):
+    def to_dtype(x, in_range=False):
         if dtype == tf.uint8 and x.dtype != tf.uint8:
-            # Round float pixels (not truncate); bilinear output stays in [0, 255] but
-            # a caller's float pixels may not.
-            return tf.cast(tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 255.0) + 0.5, dtype)
+            # Round float pixels (not truncate). Bilinear weights are convex, so pixels
+            # resized from uint8 stay in [0, 255] (`in_range`: no clip, a whole pass over
+            # the clip less); a caller's float pixels may not.
+            x = tf.cast(x, tf.float32)
+            if not in_range:
+                x = tf.clip_by_value(x, 0.0, 255.0)
+            return tf.cast(x + 0.5, dtype)
         return tf.cast(x, dtype)
 
     def resized():
-        return to_dtype(tf.image.resize(frames, size))  # float32 -> dtype
+        return to_dtype(tf.image.resize(frames, size), in_range=frames.dtype == tf.uint8)
 
     return tf.cond(same, lambda: to_dtype(frames), resized)
 
