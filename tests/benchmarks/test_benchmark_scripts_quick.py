@@ -82,3 +82,15 @@ def test_runtimes_quick(tmp_path):
         assert r["ms_b1"] > 0 and r["ms_b8"] > 0 and r["peak_b8_mb"] >= r["rss_load_mb"] * 0.5
         if r["runtime"] in ("litert", "onnx", "openvino"):  # float32: the SavedModel's logits
             assert r["max_err"] < 1e-4, r
+
+
+@pytest.mark.slow
+def test_pipeline_stages_quick():
+    """benchmarks/pipeline_stages.py --quick: every stage timed, both pipelines summed."""
+    out = run("pipeline_stages.py", "--quick")
+    stages = ("read", "parse", "headers", "decode full", "decode window", "resize full",
+              "resize window", "to float", "**reference (sum)**", "**tl_keras uint8 (sum)**")
+    for stage in stages:
+        row = [line for line in out.splitlines() if line.startswith(f"| {stage} |")]
+        assert len(row) == 1, out
+        assert float(row[0].split("|")[2]) > 0, row

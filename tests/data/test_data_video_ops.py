@@ -253,16 +253,17 @@ def test_normalize_ranges():
     )
 
 
-def test_normalize_unfused_equals_fused_without_dequantize():
-    """`fused=False` (serving graphs, other runtimes): the same values as the fused uint8
-    kernel, from a graph with no Bitcast / Dequantize op."""
+def test_normalize_default_equals_fused_without_dequantize():
+    """The default (cast + multiply-add: pipelines, serving graphs, other runtimes) gives
+    the values of the fused uint8 kernel (`fused=True`), from a graph with no Bitcast /
+    Dequantize op (OpenVINO converts neither)."""
     x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     for m, s in ((None, None), (mean, std)):
-        fused = both(lambda v: ops.normalize(v, m, s), x)
-        plain = both(lambda v: ops.normalize(v, m, s, fused=False), x)
+        fused = both(lambda v: ops.normalize(v, m, s, fused=True), x)
+        plain = both(lambda v: ops.normalize(v, m, s), x)
         np.testing.assert_allclose(plain, fused, atol=2e-6)
-    graph = tf.function(lambda v: ops.normalize(v, mean, std, fused=False)).get_concrete_function(
+    graph = tf.function(lambda v: ops.normalize(v, mean, std)).get_concrete_function(
         tf.TensorSpec([None, 16, 16, 3], tf.uint8)
     ).graph
     op_types = {op.type for op in graph.get_operations()}

@@ -535,8 +535,8 @@ def _finish(
     `error_counter`.
 
     `normalize=(mean, std)` (float32 multi-view test batches, `large_batches`): the
-    examples are uint8 pixels, normalised here, per batch (`video_ops.normalize`, one fused
-    kernel), after the prefetch: a float32 batch of 8 videos of 4 x 3 views is 1.85 GB, so
+    examples are uint8 pixels, normalised here, per batch (`video_ops.normalize`: a cast and
+    a multiply-add, done in place), after the prefetch: a float32 batch of 8 videos of 4 x 3 views is 1.85 GB, so
     at most two uint8 batches are buffered and the float batch is made when asked for; at
     most the caller's batch and the one being made are float32. Other splits normalise
     each clip in the parser's parallel map (measured faster: the work is spread over the

@@ -392,17 +392,17 @@ def normalize(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     *,
-    fused: bool = True,
+    fused: bool = False,
 ):
     """Map `[0, 255]` pixels to float32: `[-1, 1]` by default, else `(x / 255 - mean) / std`.
 
-    With `fused` (the default), uint8 input goes through one fused kernel (`tf.quantization.dequantize`, which computes
-    `min + (max - min) * x / 255` per channel) that writes the float32 result once, with
-    no float32 intermediate: for a multi-view test batch (1.85 GB of float32) this is the
-    difference between one and three such buffers alive at once. Same values as the
-    multiply-add below to within 1e-6 (one float32 rounding step). `fused=False` uses
-    the cast and multiply-add only: graphs converted to other runtimes (OpenVINO has no
-    `Bitcast` / `Dequantize`) take that form.
+    One cast and one multiply-add per element (TensorFlow reuses the buffer in place, so
+    no float32 intermediate stays alive). `fused=True` takes uint8 input through
+    `tf.quantization.dequantize` instead (`min + (max - min) * x / 255` per channel, one
+    kernel; same values to within 1e-6): measured slower in the input pipeline on this
+    CPU (`benchmarks/input_pipeline.py`, 2026-12-07: 58 vs 50 CPU ms per training clip,
+    952 vs 828 per 12-view test video), and its `Bitcast` / `Dequantize` ops do not
+    convert to OpenVINO.
     """
     mean_ = (0.5, 0.5, 0.5) if mean is None and std is None else (mean if mean is not None else (0.0, 0.0, 0.0))
     std_ = (0.5, 0.5, 0.5) if mean is None and std is None else (std if std is not None else (1.0, 1.0, 1.0))
