@@ -89,7 +89,8 @@ def test_pipeline_stages_quick():
     """benchmarks/pipeline_stages.py --quick: every stage timed, both pipelines summed."""
     out = run("pipeline_stages.py", "--quick")
     stages = ("read", "parse", "headers", "decode full", "decode window", "resize full",
-              "resize window", "to float", "**reference (sum)**", "**tl_keras uint8 (sum)**")
+              "resize window", "to float", "deliver uint8", "deliver float32",
+              "**reference (sum)**", "**tl_keras uint8 (sum)**")
     for stage in stages:
         row = [line for line in out.splitlines() if line.startswith(f"| {stage} |")]
         assert len(row) == 1, out
