@@ -126,6 +126,10 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     sizes = (args.sizes or ("240x320" if args.quick else ",".join(bench.SIZES))).split(",")
+    for size in sizes:
+        parts = size.split("x")
+        if len(parts) != 2 or not all(v.isdigit() and int(v) > 0 for v in parts):
+            p.error(f"--sizes: {size!r} is not HEIGHTxWIDTH in pixels (e.g. 240x320)")
     clips = args.clips or (2 if args.quick else 8)
     repeats = args.repeats or (1 if args.quick else 3)
     cpu, nproc = bench.machine()
