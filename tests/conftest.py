@@ -70,9 +70,35 @@ def _start_rank(item):
     return len(LONG_FIRST)
 
 
+_UNGROUPED = {}  # node id -> why its xdist group was lost (failed by `_xdist_group_held`)
+
+
+def _check_xdist_groups(config, items):
+    """`@pytest.mark.xdist_group` keeps tests that share an expensive module or session
+    fixture on one worker, which builds it once. pytest-xdist implements it by appending
+    `@group` to the node id; when a pytest release stops honouring that rename (pytest 9.2
+    with xdist 3.8), every worker silently builds every such fixture. Those tests fail
+    instead, saying why."""
+    if getattr(config, "workerinput", None) is None or not config.getvalue("loadgroup"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            _UNGROUPED[item.nodeid] = (
+                f"pytest-xdist's --dist=loadgroup did not group this test under pytest "
+                f"{pytest.__version__}; install a pytest that pyproject.toml's `test` extra allows")
+
+
+@pytest.fixture(autouse=True)
+def _xdist_group_held(request):
+    if request.node.nodeid in _UNGROUPED:
+        pytest.fail(_UNGROUPED[request.node.nodeid])
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Long tests first (`LONG_FIRST`, stable otherwise), time limits for `slow` tests;
     `@pytest.mark.tf_only` tests are skipped under another Keras backend."""
+    _check_xdist_groups(config, items)
     items.sort(key=_start_rank)
     for item in items:
         if "slow" in item.keywords and item.get_closest_marker("timeout") is None:

@@ -1,7 +1,9 @@
 """Fixtures of the export tests: a tiny ViT (images) and a tiny ViViT (videos) with
 TokenLearner, random heads (so outputs depend on the input), each exported once per session."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -86,12 +88,44 @@ def subprocess_env():
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+# A finished run of the README's main command to reuse instead of training it again: .ci/run
+# runs that command (as a user would, TF_CPP_MIN_LOG_LEVEL unset), keeps its stderr, and
+# points these at the run so that the slow step does not repeat the same 600 steps.
+RUNLOCAL_WORKDIR_ENV = "TL_KERAS_TEST_RUNLOCAL_WORKDIR"
+RUNLOCAL_STDERR_ENV = "TL_KERAS_TEST_RUNLOCAL_STDERR"
+
+
+def _finished_runlocal(tmp_path_factory):
+    """`(workdir, stderr)` of the run named by the environment (copied: the tests write into
+    it), or None; a named run that is not a finished kinetics `--runlocal` is an error."""
+    source, stderr_file = os.environ.get(RUNLOCAL_WORKDIR_ENV), os.environ.get(RUNLOCAL_STDERR_ENV)
+    if not source:
+        return None
+    for path in (os.path.join(source, "metrics.json"), os.path.join(source, "config.json"),
+                 stderr_file or f"${RUNLOCAL_STDERR_ENV}"):
+        if not os.path.isfile(path):
+            raise pytest.UsageError(f"{RUNLOCAL_WORKDIR_ENV}={source}: no file {path}")
+    with open(os.path.join(source, "config.json")) as f:
+        experiment = json.load(f)["experiment"]
+    if not (experiment.startswith("kinetics") and experiment.endswith("-runlocal")):
+        raise pytest.UsageError(f"{RUNLOCAL_WORKDIR_ENV}={source}: a {experiment!r} run, "
+                                "not kinetics.py --runlocal")
+    workdir = tmp_path_factory.mktemp("runlocal") / "run"
+    shutil.copytree(source, workdir, symlinks=True)
+    with open(stderr_file) as f:
+        return str(workdir), f.read()
+
+
 @pytest.fixture(scope="session")
 def trained_runlocal(tmp_path_factory, subprocess_env):
     """`(workdir, stderr)` of the README's main command, `experiments/kinetics.py
     --runlocal` trained in full (600 steps; 1-3 minutes here), run as from a user's shell (no
     TF_CPP_MIN_LOG_LEVEL: the command must quieten TensorFlow itself). Trained once per
-    session (per xdist worker: the modules that use it share the `export_runlocal` group)."""
+    session (per xdist worker: the modules that use it share the `export_runlocal` group),
+    or the finished run that `TL_KERAS_TEST_RUNLOCAL_WORKDIR` names (CI: its main command)."""
+    reused = _finished_runlocal(tmp_path_factory)
+    if reused:
+        return reused
     workdir = str(tmp_path_factory.mktemp("runlocal") / "run")
     env = {k: v for k, v in subprocess_env.items()
            if k not in ("TF_CPP_MIN_LOG_LEVEL", "TL_KERAS_SHOW_STARTUP")}

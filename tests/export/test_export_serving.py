@@ -21,7 +21,9 @@ import tensorflow as tf
 from tl_keras import data, export
 import jpeg_images
 
-pytestmark = pytest.mark.tf_only
+# One worker runs the tests of the session fixture `exported` (conftest.py) and of this
+# module's fixtures: each is built once.
+pytestmark = [pytest.mark.tf_only, pytest.mark.xdist_group("exported")]
 
 SIGNATURES = ("serving_default", "serve_uint8", "serve_encoded")
 

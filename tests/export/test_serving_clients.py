@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from tl_keras import data, export
 
-pytestmark = pytest.mark.tf_only
+# One worker runs the tests of the session fixture `exported` (conftest.py) and of this
+# module's fixtures: each is built once.
+pytestmark = [pytest.mark.tf_only, pytest.mark.xdist_group("exported")]
 
 needs_serving_api = pytest.mark.skipif(
     importlib.util.find_spec("tensorflow_serving") is None,

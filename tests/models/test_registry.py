@@ -125,6 +125,16 @@ def test_legitimate_keywords_still_pass():
                              TINY, tokenlearner=None))
 
 
+def _first_of_family():
+    """The first registered name of each family: the one whose tiny build also runs and
+    round-trips through `.keras` (the others differ only in size-table entries, which the
+    tiny keyword arguments replace; the families' own tests check the computation)."""
+    first = {}
+    for name in list_models():
+        first.setdefault(get_model_spec(name)["family"], name)
+    return set(first.values())
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_tiny(name):
     family = get_model_spec(name)["family"]
@@ -135,6 +145,14 @@ def test_every_model_tiny(name):
     kwargs, shape = TINY_BY_FAMILY[family]
     model = getattr(models, name)(**kwargs)  # the entrypoint; kwargs override the table
     assert model.name == name
+    assert tuple(model.output.shape) == (None, 3)
+    for key, value in kwargs.items():  # the user's arguments won over the size table
+        value = value.to_config() if hasattr(value, "to_config") else value
+        assert model.get_config()[key] == value, key
+    clone = type(model).from_config(model.get_config())  # what `.keras` loading calls
+    assert clone.count_params() == model.count_params()
+    if name not in _first_of_family():
+        return
     x = RNG.uniform(-1, 1, shape).astype("float32")
     for w in model.weights:
         if w.trainable:
