@@ -20,6 +20,15 @@ is not public (start from other weights with `--set model.init_checkpoint=PATH`)
 on ImageNet alone (at 224, then fine-tuned at 384), a plain ViT-B/16 reaches 77.91% (ViT
 paper Table 5). Not re-measured here.
 
+Fig. 7 (B/16, how the learned tokens are mapped back to the full token count, "model b"):
+the command above plus `--set model.tokenlearner.fuser=tokenfuser` (TokenFuser, Eq. 2),
+`model.tokenlearner.fuser=unpool` (each output token spread back with the TokenLearner's
+own map, "performed worse") or `model.tokenlearner.fuser=reprojection` (one more attention
+layer from the original positions, "comparably to the TokenFuser, but required more
+FLOPS"); their GFLOPs: `python tools/count_flops.py vit_b16 --image_size=384
+--tokenlearner=8@6 --fuser=tokenfuser|unpool|reprojection`. The paper plots these rows
+without stating their numbers; not re-measured here.
+
 Fine-tuning from the public ImageNet-21k ViTs of the original JAX ViT release
 (github.com/google-research/vision_transformer; download
 `https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz` and

@@ -46,6 +46,12 @@ such as ImageNet-21K). The closest published number is without TokenLearner: ViV
 with 4x3 views (Scenic's ViViT model zoo, `scenic/projects/vivit/README.md`). Not
 re-measured here.
 
+With a TokenFuser (`--set model.tokenlearner.fuser=tokenfuser`), its token mixing follows
+the paper's text by default: one `T*S x T*S` mixing of all the clip's tokens (§2.2);
+`--set model.fuser_mix_tokens_over_time=false` mixes the `S` tokens of each frame on their
+own, as the reference implementation (Scenic's ViViT + TokenLearner) does and as its
+checkpoints expect.
+
 Quick check on this machine (2-core CPU, 1-2 minutes including the built-in data):
 
     python experiments/kinetics.py --runlocal
