@@ -39,35 +39,41 @@ Other rows, the same command plus (expected mAP from the paper; none re-measured
   token learners (`model.tokenlearner.version=grid` 58.8, `fc` 56.6, `pool_mlp` 58.6);
   the values are `PAPER_MODULES` / `PAPER_TABLE14` of `tl_keras.models.x2plus1d.flops`.
 
-Quick check on this machine (2-core CPU, ~2-3 minutes when the machine is otherwise idle):
+Quick check on this machine (2-core CPU, ~3-4 minutes):
 
     python experiments/charades.py --runlocal
 
-trains the tiny ViViT + TokenLearner of `kinetics.py --runlocal` with a sigmoid loss on the
-built-in multi-label dataset (`synthetic_multi`: 1-3 coloured squares, each moving its own
-way; 12 (colour, direction) classes; 600 train / 150 validation videos of 16 frames), and
-evaluates it the recipe's way at this scale: each video cut into 2 segments of 8 frames,
-merged by max (`data.eval_split=segments`), on 40 px frames after training on 32 px crops
-of the same 40 px frames (`data.eval_crop_size=40`; the ViViT rebuilt at 40 px, its
-position embedding resized from 4x4 to 5x5 patches); writes `metrics.json`, the token
-maps (of the 40 px evaluation model) and exports. Target: mAP >= 0.80 (CI: the slow test
-`test_runlocal_learns_in_under_five_minutes_and_exports`).
+trains the recipe's network scaled down, the tiny X(2+1)D-M of `runlocal_config` below
+(`x2plus1d_tiny`: two stages, the `conv2d_tokenlearner` module with 4 tokens per frame in
+the last), with a sigmoid loss on the built-in multi-label dataset (`synthetic_multi`:
+1-3 coloured squares, each moving its own way; 12 (colour, direction) classes; 600 train /
+150 validation videos of 16 frames of 32 x 32): clips of 4 frames at stride 2, 28 px
+random crops of the 32 px frames (with the dataset's scale jitter), batch 64, AdamW
+3e-3, 1000 steps. It evaluates the recipe's way at this scale: each video cut into 2
+segments of 4 frames at stride 2, merged by max (`data.eval_split=segments`), on the
+whole 32 px frames (`data.eval_crop_size=32`; 32/28 = 256/224, the network rebuilt at
+32 px with the trained weights); writes `metrics.json`, the token maps (of the 32 px
+evaluation model) and exports. Target: mAP >= 0.80 (CI: the slow test
+`test_runlocal_learns_in_under_five_minutes_and_exports`). Measured 2026-12-07 (2-core
+AMD EPYC, run under nice beside other work; wall including the export): mAP 0.995 in
+241 s (the default `train.seed=0`, in the slow test), 0.935 in 226 s (`train.seed=1`),
+0.946 in 231 s (`train.seed=2`), 0.995 in 245 s (`train.seed=3`); 4-5 steps/s under that
+load.
 
-Not yet the recipe's network: `runlocal_config` below (the X(2+1)D-M of this recipe scaled
-down, `x2plus1d_tiny`, with the `conv2d_tokenlearner` module; what `avid.py --runlocal`
-trains, to 1.00 mean class accuracy) does not reach the target reliably on this dataset.
-Measured on 2026-12-03 (quiet 2-core CPU, 1500 steps unless said, the 4 clips x 3 crops
-evaluation used then): 8 consecutive frames 0.835 (209 s) and 0.803 (186 s, after a
-change of VectorAttention's arithmetic order); 4 frames at stride 2 0.822 (116 s), the
-same with 2000 steps 0.773; 4 frames at stride 4 0.553; 800 steps of 8 frames 0.64. The
-outcome moves by several points with the floating-point order alone, too close to the
-target for CI. Re-measured on 2026-12-07 (AMD EPYC, 2 cores, quiet) with this runlocal's
-evaluation (2 segments of 8 frames, merged by max, 40 px frames after training on 32 px
-crops of them): 1500 steps 0.594 mAP in 328 s (5 steps/s: a train step of `x2plus1d_tiny`
-takes ~150 ms here, most of it in `Conv2DBackpropFilter` / `Conv2DBackpropInput`); 600
-steps with base lr 0.01 / 0.001 / no weight decay: 0.33 / 0.26 / 0.40. Training on crops
-of the 40 px frames hides part of a square for part of the clip (its label stays), which
-the ViViT copes with and the tiny conv net does not within 5 minutes here.
+How it got there (2026-12-03 / 2026-12-07, same machine; wall without the export unless
+said). The loss stays near the colour-only level for a few hundred steps, then drops
+once the network picks up the motion: whether that happens within the budget decides the
+result, so short schedules give scattered numbers. With 32 px crops of 40 px frames
+evaluated on 40 px (the previous setting), 8 frames, batch 16: 1500 steps 0.594 mAP in
+328 s; 600 steps with lr 0.01 / 0.001 / no weight decay 0.33 / 0.26 / 0.40. 28 px crops
+of the 32 px frames, evaluated on 32 px: 8 frames, batch 16, 1500 steps 0.754 (251 s);
+4 frames at stride 2, batch 16, 2000 steps 0.780 (206 s; 0.803 on the training videos:
+too slow, not overfitting); batch 32, 1200 steps 0.861 (205 s); batch 64, 600 steps
+0.828 (142 s), the same with lr 6e-3 0.750; batch 64, 800 steps 0.994 (222 s with the
+export) with seed 0 but 0.819 (189 s) with seed 1, too close to the target. Larger
+batches are cheaper per video on this CPU (16: ~160 videos/s, 64: ~320). Earlier, with
+a 4 clips x 3 crops evaluation on 32 px frames: 8 frames, batch 16, 1500 steps 0.835 and
+0.803; 4 frames at stride 4 0.553.
 """
 
 from __future__ import annotations
@@ -118,25 +124,32 @@ def get_config(runlocal=False):
     cfg.optim.schedule = "cosine"
     cfg.optim.warmup_steps = 1000
     if runlocal:
-        kinetics.runlocal_config(cfg, "synthetic_multi")
+        # The tiny X(2+1)D-M of `runlocal_config` (module docstring, "Quick check"), with
+        # charades' own settings here (avid.py shares `runlocal_config`).
+        runlocal_config(cfg, "synthetic_multi")
         cfg.train.loss = "sigmoid"
-        cfg.train.num_steps = 1500  # multi-label needs longer than kinetics' 600
-        # The recipe's evaluation at this scale: 16-frame videos cut into 2 segments of
-        # 8 frames, merged by max; trained on 32 px crops of frames resized to 40 px and
-        # evaluated on the whole 40 px frame (as 224 crops of 256 px frames / 256 px),
-        # by the ViViT rebuilt at 40 px with its position embedding resized (4x4 -> 5x5).
+        # 4 frames at stride 2 (the span of 8 at half the cost), batch 64 (~2x the
+        # videos per second of batch 16 on a 2-core CPU): 800 steps left seed 1 at 0.82.
+        cfg.data.num_frames = 4
+        cfg.data.stride = 2
+        cfg.train.batch_size = 64
+        cfg.train.num_steps = 1000
+        # The recipe's evaluation at this scale: 16-frame videos cut into 2 segments (4
+        # frames at stride 2), merged by max; trained on 28 px crops of the 32 px frames
+        # and evaluated on the whole 32 px frame (as 224 crops of 256 px frames / 256 px),
+        # by the network rebuilt at 32 px with the trained weights.
         cfg.data.eval_split = "segments"
         cfg.eval.segment_merge = "max"
         cfg.eval.num_clips = None
         cfg.eval.num_crops = 1
-        cfg.data.min_resize = 40
-        cfg.data.crop_size = 32
-        cfg.data.eval_crop_size = 40
+        cfg.data.min_resize = 32
+        cfg.data.crop_size = 28
+        cfg.data.eval_crop_size = 32
     return cfg
 
 
 def runlocal_config(cfg, dataset):
-    """`--runlocal` of avid.py: the X(2+1)D-M of the recipe scaled down
+    """`--runlocal` of charades.py and avid.py: the X(2+1)D-M of the recipe scaled down
     (`x2plus1d_tiny`) with the default `conv2d_tokenlearner` module in its last stage, on
     the built-in dataset; the loop settings of `kinetics.runlocal_config`."""
     kinetics.runlocal_config(cfg, dataset)
@@ -147,7 +160,7 @@ def runlocal_config(cfg, dataset):
     cfg.data.num_frames = 8  # 8 consecutive frames of the 16: random offset in training
     cfg.data.stride = 1
     cfg.eval.num_crops = 1  # the 32 px frames are the crop: 3 crops would be one view 3 times
-    cfg.train.num_steps = 1500  # 800 steps: 0.64 mAP; 600 steps of 16 frames: 0.68
+    cfg.train.num_steps = 1500  # charades' and avid's get_config set their own
     return cfg
 
 
