@@ -80,3 +80,18 @@ def test_cli(capsys):
     assert "363.10" in capsys.readouterr().out
     assert cli.main(["--paper", "--markdown"]) == 0
     assert "| ViT-L/16 @512 | 361.99 | 363.1 | -0.31% |" in capsys.readouterr().out
+
+
+def test_fig7_fuser_table_in_benchmarks_md_is_the_computed_one():
+    """BENCHMARKS.md's Fig. 7 rows (ViT-B/16, 384 px, 8-TL at 6) are what `flops` counts."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "BENCHMARKS.md")) as f:
+        text = f.read()
+    start = text.index("## ViT fusers of Fig. 7")
+    section = text[start:text.index("\n## ", start + 1)]
+    rows = [("", None)] + [(f"`{fuser}` " if fuser else "", TL(8, 6, fuser=fuser))
+                           for fuser in (False, "tokenfuser", "unpool", "reprojection")]
+    for flag, tl in rows:
+        kwargs = dict(image_size=384, tokenlearner=tl)
+        macs, params = flops.gflops("vit_b16", **kwargs), flops.count_params("vit_b16", **kwargs)
+        assert f"| {flag}| {macs:.2f} | {params / 1e6:.1f}M |" in section, (flag, macs, params)
