@@ -58,7 +58,8 @@ evaluation model) and exports. Target: mAP >= 0.80 (CI: the slow test
 AMD EPYC, run under nice beside other work; wall including the export): mAP 0.995 in
 241 s (the default `train.seed=0`, in the slow test), 0.935 in 226 s (`train.seed=1`),
 0.946 in 231 s (`train.seed=2`), 0.995 in 245 s (`train.seed=3`); 4-5 steps/s under that
-load.
+load. In a clean-clone CI run the same day (its runlocal step, nothing else running): mAP
+0.995 in 238 s.
 
 How it got there (2026-12-03 / 2026-12-07, same machine; wall without the export unless
 said). The loss stays near the colour-only level for a few hundred steps, then drops
