@@ -464,5 +464,7 @@ def test_factor_conv3d_equals_conv3d(kernel, strides, groups, filters, channels)
     np.testing.assert_allclose(to_numpy(fast(x)), to_numpy(slow(x)), atol=1e-5)
     assert y_fast.shape == tuple(slow.compute_output_shape(x.shape))
     as_model = lambda layer: keras.Sequential([keras.Input(x.shape[1:]), layer])  # noqa: E731
+    # Kernel gradients are sums over every position (values near 100): float32 sums in
+    # another order differ by a few 1e-6 of them (seen 2e-6 under JAX).
     for a, b in zip(gradients(as_model(fast), x), gradients(as_model(slow), x)):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-4)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-4, rtol=1e-5)
