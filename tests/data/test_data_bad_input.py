@@ -396,3 +396,47 @@ def test_a_directory_in_the_pattern_is_an_error(tmp_path, good_file):
     with pytest.raises(ValueError, match="is a directory, not a TFRecord file") as err:
         read([good_file, str(tmp_path / "sub")])
     assert str(tmp_path / "sub") in str(err.value)
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_grouped_parse_gives_the_elements_of_the_one_by_one_parse(records, monkeypatch, split):
+    """Small examples are parsed in groups (`pipeline._group_size`); a group in which one
+    example raises is parsed again one by one. Same clips, order, labels and counts as the
+    one-by-one parse, whatever the bad example and wherever it sits in a group."""
+    from tl_keras.data import pipeline
+
+    bad = [r for r, _ in bad_records(records).values()]
+    # Good and bad records interleaved: every group of 16 holds some of each, except one.
+    mixed = []
+    for k in range(40):
+        mixed.append(records.record(labels=(k % NUM_CLASSES,)))
+        if k % 5 == 2:
+            mixed.append(bad[(k // 5) % len(bad)])
+    mixed += [records.record(labels=(k % NUM_CLASSES,)) for k in range(20)]  # an all-good group
+    path = records.write("mixed.tfrecord", mixed)
+
+    def run():
+        ds = read(path, split=split, batch_size=4, seed=3, repeat=False, log_skipped=False)
+        batches = [(x.numpy(), y.numpy()) for x, y in ds]
+        return batches, ds.error_counter.counts()
+
+    assert pipeline._group_size([4, 16, 16, 3], "float32") == pipeline._MAX_GROUP
+    grouped, grouped_counts = run()
+    monkeypatch.setattr(pipeline, "_GROUP_BYTES", 0)  # every example on its own
+    assert pipeline._group_size([4, 16, 16, 3], "float32") == 1
+    alone, alone_counts = run()
+    assert grouped_counts == alone_counts and sum(alone_counts.values()) == 8
+    assert len(grouped) == len(alone) == 15  # the 60 good examples in batches of 4
+    for (gx, gy), (ax, ay) in zip(grouped, alone):
+        np.testing.assert_array_equal(gx, ax)
+        np.testing.assert_array_equal(gy, ay)
+
+
+def test_group_size_follows_the_output_bytes():
+    from tl_keras.data import pipeline
+
+    assert pipeline._group_size([32, 224, 224, 3], "uint8") == 1  # a Kinetics clip: 4.8 MB
+    assert pipeline._group_size([None, 4, 28, 28, 3], "uint8") == 1  # segments: any count
+    assert pipeline._group_size([224, 224, 3], "float32") == 1  # 602 kB
+    assert pipeline._group_size([8, 64, 64, 3], "uint8") == 10  # 98 kB
+    assert pipeline._group_size([4, 28, 28, 3], "uint8") == pipeline._MAX_GROUP
