@@ -95,3 +95,14 @@ def test_pipeline_stages_quick():
         row = [line for line in out.splitlines() if line.startswith(f"| {stage} |")]
         assert len(row) == 1, out
         assert float(row[0].split("|")[2]) > 0, row
+
+
+@pytest.mark.slow
+def test_small_clips_quick():
+    """benchmarks/small_clips.py --quick: both parses of the built-in data timed."""
+    out = run("small_clips.py", "--quick")
+    for name in ("grouped (16 per call)", "one by one"):
+        row = [line for line in out.splitlines() if line.startswith(f"| {name} |")]
+        assert len(row) == 1, out
+        assert all(float(v) > 0 for v in row[0].split("|")[2:4]), row
+    assert "one by one / grouped: wall" in out
