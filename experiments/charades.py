@@ -39,7 +39,7 @@ Other rows, the same command plus (expected mAP from the paper; none re-measured
   token learners (`model.tokenlearner.version=grid` 58.8, `fc` 56.6, `pool_mlp` 58.6);
   the values are `PAPER_MODULES` / `PAPER_TABLE14` of `tl_keras.models.x2plus1d.flops`.
 
-Quick check on this machine (2-core CPU, ~3-4 minutes):
+Quick check on this machine (2-core CPU, about 3.5 minutes):
 
     python experiments/charades.py --runlocal
 
@@ -59,7 +59,8 @@ AMD EPYC, run under nice beside other work; wall including the export): mAP 0.99
 241 s (the default `train.seed=0`, in the slow test), 0.935 in 226 s (`train.seed=1`),
 0.946 in 231 s (`train.seed=2`), 0.995 in 245 s (`train.seed=3`); 4-5 steps/s under that
 load. In a clean-clone CI run the same day (its runlocal step, nothing else running): mAP
-0.995 in 238 s.
+0.995 in 234-238 s. Since the input pipeline parses small clips in groups (BENCHMARKS.md,
+"Small clips"; the same clips): 0.995 in 203 s alone, 6.0 steps/s.
 
 How it got there (2026-12-03 / 2026-12-07, same machine; wall without the export unless
 said). The loss stays near the colour-only level for a few hundred steps, then drops
