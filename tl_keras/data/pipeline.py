@@ -363,8 +363,11 @@ def _guarded_parse(ds, *, decode, empty_decoded, parser, deterministic: bool, gr
     def parse_one(e):  # the path of `one_example` on which nothing raises
         return {**meta(e), **parser.parse(decode(e), e["seed"], e["status"])}
 
-    signature = tf.nest.map_structure(
-        lambda spec: tf.TensorSpec(spec.shape, spec.dtype), ds.map(parse_one).element_spec
+    # What `parse_one` returns, without tracing it once more: the record's names and the
+    # parser's outputs, whose shapes are static when examples are grouped.
+    signature = {k: ds.element_spec[k] for k in ("filename", "index", "pass")}
+    signature.update(
+        {k: tf.TensorSpec(v.shape, v.dtype) for k, v in parser.blank(Status.OK).items()}
     )
 
     def one_group(group):  # the elements of up to `group_size` examples, stacked
