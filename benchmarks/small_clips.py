@@ -47,11 +47,21 @@ def time_batches(ds, batches, warmup=3):
     return ((time.perf_counter() - wall) / batches * 1e3, (time.process_time() - cpu) / batches * 1e3)
 
 
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 repetition of 10 batches")
-    p.add_argument("--repeats", type=int, default=None, help="default 5 (quick 1)")
-    p.add_argument("--batches", type=int, default=None, help="timed per repetition (default 60)")
+    p.add_argument("--repeats", type=positive_int, default=None, help="default 5 (quick 1)")
+    p.add_argument("--batches", type=positive_int, default=None, help="timed per repetition (default 60)")
     args = p.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
     batches = args.batches or (10 if args.quick else 60)

@@ -406,7 +406,8 @@ def test_grouped_parse_gives_the_elements_of_the_one_by_one_parse(records, monke
     from tl_keras.data import pipeline
 
     bad = [r for r, _ in bad_records(records).values()]
-    # Good and bad records interleaved: every group of 16 holds some of each, except one.
+    # Good and bad records interleaved (one bad record per 5 good ones), then 20 good
+    # ones: groups of 16 with bad examples in various places and groups without any.
     mixed = []
     for k in range(40):
         mixed.append(records.record(labels=(k % NUM_CLASSES,)))
